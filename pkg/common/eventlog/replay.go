@@ -1,0 +1,321 @@
+package eventlog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash"
+	"slices"
+	"strings"
+
+	"github.com/tpmid/tpmid/pkg/common/pcrs"
+)
+
+// Replay errors.
+var (
+	// ErrBankNotReplayable: no hash implementation is registered for a bank.
+	ErrBankNotReplayable = errors.New("PCR bank cannot be replayed: no hash implementation")
+	// ErrNothingVerified: the quote and the log share no (bank, PCR) pair, so
+	// the log explains nothing that the TPM signed.
+	ErrNothingVerified = errors.New("event log and quote share no PCR to compare")
+)
+
+// Replay computes, for every bank of the log, the value of every PCR the log
+// extends, as TPM2_PCR_Extend would (PFP 10.2, TPM 2.0 Part 1 17.2):
+// PCR := H(PCR || digest).
+//
+// Deliberate choices, each visible in Log.Quirks:
+//   - EV_NO_ACTION records are never extended (PFP 10.4.1), including those
+//     that carry digests (SP800-155 Event3).
+//   - PCR0 starts at 00..0N where N is the StartupLocality (PFP 10.4.5.3);
+//     when the first PCR0 event is EV_EFI_HCRTM_EVENT and no StartupLocality
+//     event exists, PCR0 starts at 00..04 (H-CRTM, locality 4).
+//   - Records with PCR index 0xFFFFFFFF are skipped.
+//   - Banks in Log.IncompleteBanks are left out.
+//
+// The result lists only PCRs with at least one extending record.
+func (l *Log) Replay() (pcrs.Values, error) {
+	pcr0Init, err := l.pcr0Locality()
+	if err != nil {
+		return nil, err
+	}
+	out := pcrs.Values{}
+	for _, alg := range l.Banks {
+		if slices.Contains(l.IncompleteBanks, alg) {
+			continue
+		}
+		h, err := alg.New()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrBankNotReplayable, alg)
+		}
+		bank, err := replayBank(l.Events, alg, h, pcr0Init)
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range bank {
+			out.Set(alg, i, v)
+		}
+	}
+	return out, nil
+}
+
+func replayBank(events []Event, alg pcrs.Alg, h hash.Hash, pcr0Init uint8) (map[int][]byte, error) {
+	bank := map[int][]byte{}
+	for i := range events {
+		e := &events[i]
+		if e.Type == EvNoAction || e.PCR == TrailerPCR {
+			continue
+		}
+		d, ok := e.Digests[alg]
+		if !ok {
+			// Parse guarantees one digest per bank; a hand-built Log may not.
+			return nil, fmt.Errorf("event %d: %w: no %s digest", e.Index, ErrDigestCount, alg)
+		}
+		idx := int(e.PCR)
+		cur, ok := bank[idx]
+		if !ok {
+			cur = make([]byte, alg.Size())
+			if idx == 0 {
+				cur[len(cur)-1] = pcr0Init
+			}
+		}
+		h.Reset()
+		h.Write(cur)
+		h.Write(d)
+		bank[idx] = h.Sum(cur[:0])
+	}
+	return bank, nil
+}
+
+// pcr0Locality checks the StartupLocality and H-CRTM sequence and returns the
+// last byte of PCR0's initial value.
+func (l *Log) pcr0Locality() (uint8, error) {
+	var (
+		loc        *uint8
+		seenPCR0   bool
+		firstIsHCR bool
+	)
+	for i := range l.Events {
+		e := &l.Events[i]
+		if e.PCR != 0 {
+			continue
+		}
+		if v, ok := startupLocality(e); ok {
+			// PFP 10.4.5.3: the event precedes every PCR0 measurement and
+			// appears once; the TPM starts at locality 0, 3 or (H-CRTM) 4.
+			if loc != nil {
+				return 0, fmt.Errorf("event %d: %w: second StartupLocality event", e.Index, ErrStartupLocality)
+			}
+			if seenPCR0 {
+				return 0, fmt.Errorf("event %d: %w: StartupLocality after a PCR0 measurement", e.Index, ErrStartupLocality)
+			}
+			if v != 0 && v != 3 && v != 4 {
+				return 0, fmt.Errorf("event %d: %w: locality %d (want 0, 3 or 4)", e.Index, ErrStartupLocality, v)
+			}
+			loc = &v
+			continue
+		}
+		if e.Type == EvNoAction {
+			continue
+		}
+		if e.Type == EvEFIHCRTMEvent && seenPCR0 {
+			// The H-CRTM measurement is what starts PCR0; after any other
+			// PCR0 extend it cannot have come from TPM2_HashStart.
+			return 0, fmt.Errorf("event %d: %w: EV_EFI_HCRTM_EVENT after another PCR0 measurement", e.Index, ErrHCRTM)
+		}
+		if !seenPCR0 {
+			firstIsHCR = e.Type == EvEFIHCRTMEvent
+		}
+		seenPCR0 = true
+	}
+	switch {
+	case loc != nil:
+		if firstIsHCR && *loc != 4 {
+			return 0, fmt.Errorf("%w: H-CRTM event with StartupLocality %d (want 4)", ErrHCRTM, *loc)
+		}
+		return *loc, nil
+	case firstIsHCR:
+		return 4, nil
+	}
+	return 0, nil
+}
+
+// Mismatch is one PCR whose replayed value differs from the quoted one.
+type Mismatch struct {
+	Bank     pcrs.Alg
+	PCR      int
+	Replayed []byte
+	Quoted   []byte
+}
+
+// MismatchError says which PCRs of which banks the log does not explain.
+type MismatchError struct{ Mismatches []Mismatch }
+
+func (e *MismatchError) Error() string {
+	var parts []string
+	var cur pcrs.Alg
+	var idx []string
+	flush := func() {
+		if len(idx) > 0 {
+			parts = append(parts, fmt.Sprintf("%s PCR[%s]", cur, strings.Join(idx, ",")))
+		}
+		idx = nil
+	}
+	for _, m := range e.Mismatches {
+		if m.Bank != cur {
+			flush()
+			cur = m.Bank
+		}
+		idx = append(idx, fmt.Sprint(m.PCR))
+	}
+	flush()
+	return "event log does not replay to the quoted PCRs: " + strings.Join(parts, ", ")
+}
+
+// Replayed is the outcome of VerifyAgainst.
+type Replayed struct {
+	// Values are the replayed values of every PCR the log extends, with any
+	// accepted workaround applied.
+	Values pcrs.Values
+	// Verified lists, per bank, the PCR indices that equal the quote.
+	Verified map[pcrs.Alg][]int
+	// NotQuoted lists, per bank of the log, extended PCRs the quote does not
+	// cover: the log says something about them that nothing signed.
+	NotQuoted map[pcrs.Alg][]int
+	// AtReset lists, per bank, quoted PCRs the log never extends that hold
+	// their reset value (zero; 0xFF.. for PCR17-22): consistent with the log.
+	AtReset map[pcrs.Alg][]int
+	// Unexplained lists quoted PCRs the log never extends that are not at
+	// their reset value (PCR10 for IMA, or a log missing events): appraisal
+	// must judge them; they are not an error here.
+	Unexplained map[pcrs.Alg][]int
+	// UncheckedBanks are quoted banks absent from the log.
+	UncheckedBanks []pcrs.Alg
+	// Quirks holds the log's quirks plus those applied here (QuirkEBSMissing).
+	Quirks []Quirk
+}
+
+// The ExitBootServices EV_EFI_ACTION strings (PFP 10.4.4, Table 11) that
+// firmware extends into PCR5.
+const (
+	EBSInvocation = "Exit Boot Services Invocation"
+	EBSSuccess    = "Exit Boot Services Returned with Success"
+)
+
+// VerifyAgainst replays l and requires, for every PCR the log extends that
+// quoted covers (same bank and index), the replayed value to equal the
+// quoted one. A mismatch returns a *MismatchError naming bank and PCRs.
+//
+// Only one workaround exists: when PCR5 of a bank mismatches, the log has no
+// ExitBootServices action event, and appending EV_EFI_ACTION
+// "Exit Boot Services Invocation" then "... Returned with Success" to PCR5
+// makes it match exactly, PCR5 is accepted and QuirkEBSMissing is reported
+// (firmware bug seen on HP machines; go-attestation applies the same fix).
+//
+// Security caveat: PCRs the quote covers but the log never extends are not
+// checked here (PCR10 IMA, PCR17-22); appraisal must judge them. The caller
+// must also make sure the quote itself was verified, and that the banks it
+// relies on are in Verified (see UncheckedBanks).
+func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
+	vals, err := l.Replay()
+	if err != nil {
+		return nil, err
+	}
+	r := &Replayed{Values: vals, Verified: map[pcrs.Alg][]int{}, NotQuoted: map[pcrs.Alg][]int{},
+		AtReset: map[pcrs.Alg][]int{}, Unexplained: map[pcrs.Alg][]int{},
+		Quirks: slices.Clone(l.Quirks)}
+	var mm []Mismatch
+	compared := 0
+	for _, alg := range quoted.Banks() {
+		if !slices.Contains(l.Banks, alg) || slices.Contains(l.IncompleteBanks, alg) {
+			r.UncheckedBanks = append(r.UncheckedBanks, alg)
+			continue
+		}
+		for _, idx := range quoted.Indices(alg) {
+			if _, ext := vals.Get(alg, idx); !ext {
+				q, _ := quoted.Get(alg, idx)
+				if bytes.Equal(q, resetValue(alg, idx)) {
+					r.AtReset[alg] = append(r.AtReset[alg], idx)
+				} else {
+					r.Unexplained[alg] = append(r.Unexplained[alg], idx)
+				}
+			}
+		}
+		for _, idx := range vals.Indices(alg) {
+			q, ok := quoted.Get(alg, idx)
+			if !ok {
+				continue
+			}
+			compared++
+			got, _ := vals.Get(alg, idx)
+			if bytes.Equal(got, q) {
+				r.Verified[alg] = append(r.Verified[alg], idx)
+				continue
+			}
+			if idx == 5 {
+				if fixed, ok := l.ebsWorkaround(alg, got, q); ok {
+					vals.Set(alg, 5, fixed)
+					r.Verified[alg] = append(r.Verified[alg], idx)
+					if !slices.Contains(r.Quirks, QuirkEBSMissing) {
+						r.Quirks = append(r.Quirks, QuirkEBSMissing)
+					}
+					continue
+				}
+			}
+			mm = append(mm, Mismatch{Bank: alg, PCR: idx, Replayed: got, Quoted: q})
+		}
+	}
+	for _, alg := range l.Banks {
+		for _, idx := range vals.Indices(alg) {
+			if _, ok := quoted.Get(alg, idx); !ok {
+				r.NotQuoted[alg] = append(r.NotQuoted[alg], idx)
+			}
+		}
+	}
+	if len(mm) > 0 {
+		return r, &MismatchError{Mismatches: mm}
+	}
+	if compared == 0 {
+		return r, ErrNothingVerified
+	}
+	return r, nil
+}
+
+// resetValue is a PCR's value after TPM2_Startup(CLEAR) at locality 0
+// (PC Client PTP: PCR17-22 reset to all ones, the others to zero).
+func resetValue(alg pcrs.Alg, idx int) []byte {
+	v := make([]byte, alg.Size())
+	if idx >= 17 && idx <= 22 {
+		for i := range v {
+			v[i] = 0xFF
+		}
+	}
+	return v
+}
+
+// ebsWorkaround returns PCR5 with the two ExitBootServices actions appended,
+// and whether that equals quoted. It refuses when the log already measures
+// ExitBootServices: then the mismatch is something else.
+func (l *Log) ebsWorkaround(alg pcrs.Alg, replayed, quoted []byte) ([]byte, bool) {
+	for i := range l.Events {
+		e := &l.Events[i]
+		if e.PCR == 5 && e.Type == EvEFIAction && strings.HasPrefix(string(e.Data), "Exit Boot Services") {
+			return nil, false
+		}
+	}
+	h, err := alg.New()
+	if err != nil {
+		return nil, false
+	}
+	cur := bytes.Clone(replayed)
+	for _, s := range []string{EBSInvocation, EBSSuccess} {
+		h.Reset()
+		h.Write([]byte(s))
+		d := h.Sum(nil)
+		h.Reset()
+		h.Write(cur)
+		h.Write(d)
+		cur = h.Sum(nil)
+	}
+	return cur, bytes.Equal(cur, quoted)
+}
