@@ -177,7 +177,11 @@ func TestVerifyQuoteRejects(t *testing.T) {
 		{"PCR value changed (sha1 bank)", winAK, Quote{winAttest, winSig}, nil, otherValues(win.values, pcrs.SHA1, 23), ReasonQuoteDigest},
 		{"PCR value missing", ak, Quote{attest, sig}, t490.extraData, without(t490.values, pcrs.SHA256, 2), ReasonQuotePCRValues},
 		{"PCR values of another bank only", ak, Quote{attest, sig}, t490.extraData, pcrs.Values{pcrs.SHA1: win.values[pcrs.SHA1]}, ReasonQuotePCRValues},
-		{"PCR value wrong size", ak, Quote{attest, sig}, t490.extraData, func() pcrs.Values { v := without(t490.values, pcrs.SHA256, 0); v.Set(pcrs.SHA256, 0, make([]byte, 20)); return v }(), ReasonQuotePCRValues},
+		{"PCR value wrong size", ak, Quote{attest, sig}, t490.extraData, func() pcrs.Values {
+			v := without(t490.values, pcrs.SHA256, 0)
+			v.Set(pcrs.SHA256, 0, make([]byte, 20))
+			return v
+		}(), ReasonQuotePCRValues},
 	}
 	// Mutations re-signed with a software key, to reach later checks.
 	add := func(name string, want Reason, values pcrs.Values, mut func(*tpm2.TPMSAttest, *tpm2.TPMSQuoteInfo)) {

@@ -1,0 +1,368 @@
+package verify
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// MaxEKCertSize bounds ParseEKCert's input: EK certificate NV indices hold at
+// most a few KB (real ones are 0.7-2 KB, padded to 1600 bytes by some vendors).
+const MaxEKCertSize = 8192
+
+// maxTrustFileSize bounds each file LoadEKTrust reads.
+const maxTrustFileSize = 1 << 20
+
+var (
+	oidSubjectAltName  = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidTPMManufacturer = asn1.ObjectIdentifier{2, 23, 133, 2, 1}
+	oidTPMModel        = asn1.ObjectIdentifier{2, 23, 133, 2, 2}
+	oidTPMVersion      = asn1.ObjectIdentifier{2, 23, 133, 2, 3}
+)
+
+// ParseEKCert parses an EK certificate as read from the TPM's NV index: DER,
+// possibly followed by NV padding (0xFF or 0x00 bytes), which is trimmed; any
+// other trailing byte is rejected. A PEM CERTIFICATE block is accepted too.
+func ParseEKCert(der []byte) (*x509.Certificate, error) {
+	if len(der) > MaxEKCertSize {
+		return nil, failf(ReasonEKCertMalformed, "EK certificate is %d bytes, limit %d", len(der), MaxEKCertSize)
+	}
+	if t := bytes.TrimSpace(der); bytes.HasPrefix(t, []byte("-----BEGIN")) {
+		blk, rest := pem.Decode(t)
+		if blk == nil || blk.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
+			return nil, failf(ReasonEKCertMalformed, "want exactly one PEM CERTIFICATE block")
+		}
+		der = blk.Bytes
+	}
+	n, err := derLength(der)
+	if err != nil {
+		return nil, failf(ReasonEKCertMalformed, "%v", err)
+	}
+	for i, c := range der[n:] {
+		if c != 0xff && c != 0x00 {
+			return nil, failf(ReasonEKCertMalformed, "byte 0x%02x at offset %d after the %d-byte certificate is not NV padding", c, n+i, n)
+		}
+	}
+	cert, err := x509.ParseCertificate(der[:n])
+	if err != nil {
+		return nil, failf(ReasonEKCertMalformed, "%v", err)
+	}
+	return cert, nil
+}
+
+// derLength returns the length of the outer DER SEQUENCE (header included).
+func derLength(b []byte) (int, error) {
+	if len(b) < 2 || b[0] != 0x30 {
+		return 0, errors.New("not a DER SEQUENCE")
+	}
+	l, hdr := int(b[1]), 2
+	if l&0x80 != 0 {
+		n := l & 0x7f
+		if n == 0 || n > 2 || len(b) < 2+n { // 2 length bytes cover 64 KiB, far above MaxEKCertSize
+			return 0, errors.New("bad DER length")
+		}
+		l = 0
+		for _, c := range b[2 : 2+n] {
+			l = l<<8 | int(c)
+		}
+		hdr += n
+	}
+	if hdr+l > len(b) {
+		return 0, fmt.Errorf("DER says %d bytes, have %d", hdr+l, len(b))
+	}
+	return hdr + l, nil
+}
+
+// EKAttributes reads the TPM manufacturer, model and version from the TCG
+// subjectAltName directoryName (TCG EK Credential Profile 2.0, 3.2.9:
+// attributes 2.23.133.2.1/2/3). All three must be present, once each.
+// Manufacturer is kept as written, e.g. "id:53544D20" ("STM ").
+func EKAttributes(cert *x509.Certificate) (manufacturer, model, version string, err error) {
+	if cert == nil {
+		return "", "", "", failf(ReasonInvalidArgument, "no certificate")
+	}
+	var ext *pkix.Extension
+	for i := range cert.Extensions {
+		if cert.Extensions[i].Id.Equal(oidSubjectAltName) {
+			if ext != nil {
+				return "", "", "", failf(ReasonEKSAN, "two subjectAltName extensions")
+			}
+			ext = &cert.Extensions[i]
+		}
+	}
+	if ext == nil {
+		return "", "", "", failf(ReasonEKSAN, "no subjectAltName with TPM attributes")
+	}
+	var names []asn1.RawValue
+	if rest, err := asn1.Unmarshal(ext.Value, &names); err != nil || len(rest) != 0 {
+		return "", "", "", failf(ReasonEKSAN, "subjectAltName is not a GeneralNames SEQUENCE")
+	}
+	got := map[string]*string{}
+	for _, gn := range names {
+		if gn.Class != asn1.ClassContextSpecific || gn.Tag != 4 || !gn.IsCompound {
+			continue // not a directoryName
+		}
+		var rdns pkix.RDNSequence
+		if rest, err := asn1.Unmarshal(gn.Bytes, &rdns); err != nil || len(rest) != 0 {
+			return "", "", "", failf(ReasonEKSAN, "directoryName is not a Name")
+		}
+		for _, rdn := range rdns {
+			for _, atv := range rdn {
+				var dst *string
+				var key string
+				switch {
+				case atv.Type.Equal(oidTPMManufacturer):
+					dst, key = &manufacturer, "manufacturer"
+				case atv.Type.Equal(oidTPMModel):
+					dst, key = &model, "model"
+				case atv.Type.Equal(oidTPMVersion):
+					dst, key = &version, "version"
+				default:
+					continue
+				}
+				s, ok := atv.Value.(string)
+				if !ok || s == "" {
+					return "", "", "", failf(ReasonEKSAN, "TPM %s is not a non-empty string", key)
+				}
+				if got[key] != nil {
+					return "", "", "", failf(ReasonEKSAN, "TPM %s appears twice", key)
+				}
+				*dst = s
+				got[key] = dst
+			}
+		}
+	}
+	var missing []string
+	for _, k := range []string{"manufacturer", "model", "version"} {
+		if got[k] == nil {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		return "", "", "", failf(ReasonEKSAN, "subjectAltName lacks TPM %s", strings.Join(missing, ", "))
+	}
+	return manufacturer, model, version, nil
+}
+
+// EKTrust is a set of EK trust anchors (self-signed manufacturer roots) and
+// the intermediates that may complete chains.
+type EKTrust struct {
+	Roots, Intermediates *x509.CertPool
+}
+
+var trustExts = []string{".pem", ".crt", ".cer", ".der"}
+
+// LoadEKTrust reads a PEM bundle file, or a directory of .pem/.crt/.cer/.der
+// files (PEM, possibly several blocks, or DER; not recursive). Self-signed
+// certificates become roots, the others intermediates. Unparsable files, a
+// bundle without certificates, or one without any root are errors
+// (ReasonEKTrustConfig).
+func LoadEKTrust(path string) (*EKTrust, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, failf(ReasonEKTrustConfig, "EK trust bundle: %v", err)
+	}
+	files := []string{path}
+	if st.IsDir() {
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			return nil, failf(ReasonEKTrustConfig, "EK trust bundle: %v", err)
+		}
+		files = files[:0]
+		for _, e := range ents {
+			if !e.IsDir() && slices.Contains(trustExts, strings.ToLower(filepath.Ext(e.Name()))) {
+				files = append(files, filepath.Join(path, e.Name()))
+			}
+		}
+	}
+	t := &EKTrust{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
+	var nRoots, nCerts int
+	for _, f := range files {
+		certs, err := readCertFile(f)
+		if err != nil {
+			return nil, failf(ReasonEKTrustConfig, "%s: %v", f, err)
+		}
+		for _, c := range certs {
+			nCerts++
+			if selfSigned(c) {
+				t.Roots.AddCert(c)
+				nRoots++
+			} else {
+				t.Intermediates.AddCert(c)
+			}
+		}
+	}
+	if nCerts == 0 {
+		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds no certificate", path)
+	}
+	if nRoots == 0 {
+		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds %d certificates but no self-signed root", path, nCerts)
+	}
+	return t, nil
+}
+
+func readCertFile(path string) ([]*x509.Certificate, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxTrustFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxTrustFileSize)
+	}
+	if !bytes.Contains(b, []byte("-----BEGIN")) {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, err
+		}
+		return []*x509.Certificate{c}, nil
+	}
+	var out []*x509.Certificate
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return out, nil
+}
+
+// selfSigned: subject == issuer and, when both key identifiers are present,
+// they agree. The root's own signature is not checked (Go's Verify does not
+// either; a trust anchor is trusted by configuration).
+func selfSigned(c *x509.Certificate) bool {
+	if !bytes.Equal(c.RawSubject, c.RawIssuer) {
+		return false
+	}
+	if len(c.AuthorityKeyId) > 0 && len(c.SubjectKeyId) > 0 {
+		return bytes.Equal(c.AuthorityKeyId, c.SubjectKeyId)
+	}
+	return true
+}
+
+// EKFacts is what a verified EK certificate says.
+type EKFacts struct {
+	Manufacturer, Model, Version string // TCG SAN attributes; empty when the certificate has no SAN
+	Issuer                       string // issuer CN
+	Chain                        []*x509.Certificate
+}
+
+// VerifyEKCert validates cert up to a root of trust at time now.
+//
+//   - A subjectAltName, if present, must carry the TCG TPM manufacturer, model
+//     and version (ReasonEKSAN). A critical SAN holding only a directoryName is
+//     what the TCG EK Credential Profile prescribes; Go's parser leaves it in
+//     UnhandledCriticalExtensions, and it is removed from there (on a copy)
+//     once checked here. A certificate without SAN (GCE's newer "EK/AK CA
+//     Intermediate" EK certificates) is accepted with empty attributes, for
+//     policy to judge.
+//   - Any other unhandled critical extension is rejected (ReasonEKCriticalExtension).
+//   - Extended key usage is not constrained (x509.ExtKeyUsageAny): EK
+//     certificates carry 2.23.133.8.1 or none.
+//   - Chain errors are ReasonEKExpired when a certificate is outside its
+//     validity at now, otherwise ReasonEKUntrusted.
+func VerifyEKCert(cert *x509.Certificate, extraIntermediates []*x509.Certificate, trust *EKTrust, now time.Time) (*EKFacts, error) {
+	if cert == nil {
+		return nil, failf(ReasonInvalidArgument, "no EK certificate")
+	}
+	if trust == nil || trust.Roots == nil {
+		return nil, failf(ReasonEKTrustConfig, "no EK trust roots configured")
+	}
+	if now.IsZero() {
+		return nil, failf(ReasonInvalidArgument, "no verification time")
+	}
+	f := &EKFacts{Issuer: cert.Issuer.CommonName}
+	leaf := *cert
+	if hasExt(cert, oidSubjectAltName) {
+		var err error
+		if f.Manufacturer, f.Model, f.Version, err = EKAttributes(cert); err != nil {
+			return nil, err
+		}
+		leaf.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions),
+			func(o asn1.ObjectIdentifier) bool { return o.Equal(oidSubjectAltName) })
+	}
+	if u := leaf.UnhandledCriticalExtensions; len(u) > 0 {
+		return nil, failf(ReasonEKCriticalExtension, "unhandled critical extension %v", u[0])
+	}
+	inter := x509.NewCertPool()
+	if trust.Intermediates != nil {
+		inter = trust.Intermediates.Clone()
+	}
+	for _, c := range extraIntermediates {
+		if c != nil {
+			inter.AddCert(c)
+		}
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         trust.Roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.Expired {
+			return nil, &Error{Reason: ReasonEKExpired, Err: err}
+		}
+		// An expired intermediate surfaces as UnknownAuthorityError. To name
+		// the reason, check whether the chain validates at a time when the
+		// leaf was valid; if so, only validity periods are at fault.
+		opts := x509.VerifyOptions{Roots: trust.Roots, Intermediates: inter, CurrentTime: leaf.NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+		if _, err2 := leaf.Verify(opts); err2 == nil {
+			return nil, &Error{Reason: ReasonEKExpired, Err: fmt.Errorf("a chain certificate is outside its validity at %s: %w", now.UTC().Format(time.RFC3339), err)}
+		}
+		return nil, &Error{Reason: ReasonEKUntrusted, Err: err}
+	}
+	f.Chain = slices.Clone(chains[0])
+	f.Chain[0] = cert
+	return f, nil
+}
+
+func hasExt(c *x509.Certificate, oid asn1.ObjectIdentifier) bool {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oid) {
+			return true
+		}
+	}
+	return false
+}
+
+// EKHash is the lowercase hex SHA-256 of the key's PKIX DER encoding: the
+// last segment of the agent ID and the ek_hash selector.
+func EKHash(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", failf(ReasonInvalidArgument, "EK public key: %v", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
