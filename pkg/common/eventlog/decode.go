@@ -20,6 +20,7 @@ const (
 	maxDevicePathNodes = 64
 	maxVariableName    = 1024 // UTF-16 code units
 	maxRenderedHex     = 32   // bytes of unknown device path nodes shown
+	maxText            = 512  // bytes of string data rendered
 )
 
 // GUID is an EFI_GUID in its on-disk (mixed-endian) byte order.
@@ -325,19 +326,31 @@ func decodeUTF16(b []byte) (string, bool) {
 
 // printable trims trailing NULs and escapes anything unprintable, so that
 // logs cannot inject terminal control sequences into `tpmid eventlog show`.
+// At most maxText input bytes are rendered; the rest is counted.
 func printable(b []byte) string {
+	const hexdigits = "0123456789abcdef"
 	b = bytes.TrimRight(b, "\x00")
+	more := 0
+	if len(b) > maxText {
+		b, more = b[:maxText], len(b)-maxText
+	}
 	var sb strings.Builder
+	sb.Grow(len(b))
 	for len(b) > 0 {
 		r, n := utf8.DecodeRune(b)
 		if r == utf8.RuneError || (!unicode.IsPrint(r) && r != ' ') {
 			for _, c := range b[:n] {
-				fmt.Fprintf(&sb, "\\x%02x", c)
+				sb.WriteString(`\x`)
+				sb.WriteByte(hexdigits[c>>4])
+				sb.WriteByte(hexdigits[c&0xf])
 			}
 		} else {
 			sb.WriteRune(r)
 		}
 		b = b[n:]
+	}
+	if more > 0 {
+		fmt.Fprintf(&sb, "...(+%d bytes)", more)
 	}
 	return sb.String()
 }
