@@ -1,0 +1,226 @@
+// Package tpm is the one place in tpmid that talks to a TPM 2.0: it opens
+// the device (kernel device, swtpm socket or the in-process simulator),
+// reads endorsement keys and their certificates, creates and loads
+// attestation keys, activates credentials, quotes and reads PCRs, and
+// extends PCRs for tests and demos.
+//
+// It uses github.com/google/go-attestation for EKs, AKs, activation and
+// quotes, and github.com/google/go-tpm for what that lacks (NV public
+// reads to bound certificate size, PCR_Read of a chosen list, PCR_Extend,
+// capability queries).
+//
+// A *TPM is safe for concurrent use: calls are serialised by a mutex. Every
+// transient object this package loads is flushed before the call returns,
+// except an AK, which stays loaded until (*AK).Close.
+package tpm
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/google/go-attestation/attest"
+	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/tpmid/tpmid/pkg/common/pcrs"
+)
+
+// TPM is an open TPM.
+type TPM struct {
+	mu     sync.Mutex
+	ch     *channel
+	at     *attest.TPM
+	closed bool
+}
+
+// Open opens the TPM named by cfg.Device (see Config). Close it when done.
+func Open(cfg Config) (*TPM, error) {
+	d, err := parseDevice(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	rwc, err := openTransport(d)
+	if err != nil {
+		return nil, err
+	}
+	ch := &channel{rwc: rwc, eventLog: cfg.EventLogPath}
+	at, err := attest.OpenTPM(&attest.OpenConfig{CommandChannel: ch})
+	if err != nil {
+		rwc.Close()
+		return nil, fmt.Errorf("opening TPM through go-attestation: %w", err)
+	}
+	return &TPM{ch: ch, at: at}, nil
+}
+
+// Close closes the command channel. AKs still loaded are not flushed: close
+// them first.
+func (t *TPM) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if err := t.at.Close(); err != nil {
+		return fmt.Errorf("closing TPM: %w", err)
+	}
+	return nil
+}
+
+// Commands returns how many TPM commands were sent through this TPM so
+// far, counted at the command channel (one per command written, including
+// retries the TPM asked for).
+func (t *TPM) Commands() uint64 { return t.ch.commands.Load() }
+
+// lock takes the mutex and fails when the TPM is closed.
+func (t *TPM) lock() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// EventLog returns the TCG binary event log from Config.EventLogPath,
+// bounded to DefaultMaxEventLog bytes. It sends no TPM command. A missing
+// log wraps ErrNoEventLog.
+//
+// Security: the log is unauthenticated input; only a quote makes it
+// meaningful, after a verifier replays it against quoted PCRs.
+func (t *TPM) EventLog() ([]byte, error) {
+	return t.ch.MeasurementLog()
+}
+
+// Banks returns the active PCR banks (TPM2_GetCapability TPM_CAP_PCRS,
+// banks with at least one PCR allocated), sorted by algorithm ID.
+func (t *TPM) Banks() ([]pcrs.Alg, error) {
+	if err := t.lock(); err != nil {
+		return nil, err
+	}
+	defer t.mu.Unlock()
+	hs, err := t.at.PCRBanks()
+	if err != nil {
+		return nil, fmt.Errorf("TPM2_GetCapability(PCRS): %w", err)
+	}
+	out := make([]pcrs.Alg, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, pcrs.Alg(h))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// checkSelection validates a PCR list and returns it sorted without
+// duplicates.
+func checkSelection(bank pcrs.Alg, list []int) ([]int, error) {
+	if !bank.Known() {
+		return nil, fmt.Errorf("%w: PCR bank %s", ErrBadAlgorithm, bank)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%w: no PCRs selected", ErrBadPCR)
+	}
+	out := slices.Clone(list)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if out[0] < 0 || out[len(out)-1] > pcrs.MaxIndex {
+		return nil, fmt.Errorf("%w: PCR indices must be in 0..%d, got %v", ErrBadPCR, pcrs.MaxIndex, list)
+	}
+	return out, nil
+}
+
+// ReadPCRs reads the given PCRs of one bank with TPM2_PCR_Read, repeating
+// the command while the TPM returns only part of the selection (most TPMs
+// return at most 8 digests per call).
+//
+// Security: values read here are not signed; bind them with Quote.
+func (t *TPM) ReadPCRs(bank pcrs.Alg, pcrList []int) (map[int][]byte, error) {
+	list, err := checkSelection(bank, pcrList)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.lock(); err != nil {
+		return nil, err
+	}
+	defer t.mu.Unlock()
+	out := make(map[int][]byte, len(list))
+	for range len(list) {
+		var want []int
+		for _, i := range list {
+			if _, ok := out[i]; !ok {
+				want = append(want, i)
+			}
+		}
+		if len(want) == 0 {
+			break
+		}
+		got, err := legacy.ReadPCRs(t.ch, legacy.PCRSelection{Hash: legacy.Algorithm(bank), PCRs: want})
+		if err != nil {
+			return nil, fmt.Errorf("TPM2_PCR_Read bank %s PCRs %v: %w", bank, want, err)
+		}
+		progress := false
+		for i, v := range got {
+			if !slices.Contains(want, i) {
+				return nil, fmt.Errorf("TPM2_PCR_Read bank %s: TPM returned unrequested PCR %d", bank, i)
+			}
+			if len(v) != bank.Size() {
+				return nil, fmt.Errorf("TPM2_PCR_Read bank %s PCR %d: %d-byte digest, want %d", bank, i, len(v), bank.Size())
+			}
+			out[i] = v
+			progress = true
+		}
+		if !progress {
+			break
+		}
+	}
+	if len(out) != len(list) {
+		return nil, fmt.Errorf("TPM2_PCR_Read bank %s: TPM returned %d of %d PCRs (is the bank active?)", bank, len(out), len(list))
+	}
+	return out, nil
+}
+
+// Extend extends one PCR in each given bank with TPM2_PCR_Extend (one
+// command for all banks). It exists so tests and demos can "boot" a
+// software TPM; tpmid never extends PCRs on a real machine.
+//
+// Security: any process with TPM access can extend PCRs 0-15 on most
+// TPMs after boot; PCR values prove nothing without the event log and
+// quote.
+func (t *TPM) Extend(pcr int, digests map[pcrs.Alg][]byte) error {
+	if pcr < 0 || pcr > pcrs.MaxIndex {
+		return fmt.Errorf("%w: PCR %d not in 0..%d", ErrBadPCR, pcr, pcrs.MaxIndex)
+	}
+	if len(digests) == 0 {
+		return fmt.Errorf("%w: no digests to extend PCR %d with", ErrBadPCR, pcr)
+	}
+	var vals tpm2.TPMLDigestValues
+	banks := make([]pcrs.Alg, 0, len(digests))
+	for a := range digests {
+		banks = append(banks, a)
+	}
+	slices.Sort(banks)
+	for _, a := range banks {
+		d := digests[a]
+		if !a.Known() {
+			return fmt.Errorf("%w: PCR bank %s", ErrBadAlgorithm, a)
+		}
+		if len(d) != a.Size() {
+			return fmt.Errorf("extend PCR %d bank %s: %d-byte digest, want %d", pcr, a, len(d), a.Size())
+		}
+		vals.Digests = append(vals.Digests, tpm2.TPMTHA{HashAlg: tpm2.TPMIAlgHash(a), Digest: d})
+	}
+	if err := t.lock(); err != nil {
+		return err
+	}
+	defer t.mu.Unlock()
+	_, err := tpm2.PCRExtend{
+		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
+		Digests:   vals,
+	}.Execute(transport.FromReadWriter(t.ch))
+	if err != nil {
+		return fmt.Errorf("TPM2_PCR_Extend PCR %d banks %v: %w", pcr, banks, err)
+	}
+	return nil
+}
