@@ -575,4 +575,3 @@ func TestSimulatorCloseAndCount(t *testing.T) {
 		t.Errorf("NewAK after Close = %v, want ErrClosed", err)
 	}
 }
-
