@@ -32,6 +32,9 @@ func (g GUID) String() string {
 		binary.LittleEndian.Uint16(g[4:]), binary.LittleEndian.Uint16(g[6:]), g[8:10], g[10:])
 }
 
+// MarshalText renders the GUID as its string in JSON.
+func (g GUID) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
 // Well-known variable GUIDs (UEFI 2.x 3.3 and 32.6).
 var (
 	EFIGlobalVariable    = mustGUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
@@ -105,7 +108,7 @@ func (d *Decoded) Summary() string {
 	case d.GUID != nil:
 		return d.GUID.String()
 	}
-	return fmt.Sprintf("%q", d.Text)
+	return `"` + d.Text + `"` // already escaped by printable/decodeUTF16
 }
 
 // DecodeEventData decodes data for the given event type, assuming 64-bit
@@ -279,6 +282,8 @@ func devicePathNode(typ, sub byte, d []byte) string {
 			return fmt.Sprintf("HD(%d,GPT,%s)", num, g)
 		}
 		return fmt.Sprintf("HD(%d,MBR,0x%08x)", num, binary.LittleEndian.Uint32(d[20:]))
+	case typ == 4 && sub == 8 && len(d) == 20:
+		return fmt.Sprintf("Offset(0x%x,0x%x)", binary.LittleEndian.Uint64(d[4:]), binary.LittleEndian.Uint64(d[12:]))
 	case typ == 4 && sub == 4:
 		if s, ok := decodeUTF16(d); ok {
 			return s

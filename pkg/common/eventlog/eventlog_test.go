@@ -467,7 +467,7 @@ func TestDecodeEventData(t *testing.T) {
 		{"separator error", EvSeparator, []byte{1, 0, 0, 0}, "separator 0x00000001 (error)", nil},
 		{"separator short", EvSeparator, []byte{0}, "", ErrBadEventData},
 		{"action", EvEFIAction, []byte("Calling EFI Application from Boot Option"), `"Calling EFI Application from Boot Option"`, nil},
-		{"action escapes control bytes", EvAction, []byte("a\x1b[2Jb"), `"a\\x1b[2Jb"`, nil},
+		{"action escapes control bytes", EvAction, []byte("a\x1b[2Jb"), `"a\x1b[2Jb"`, nil},
 		{"ipl ascii", EvIPL, []byte("grub_cmd: linux /vmlinuz\x00"), `"grub_cmd: linux /vmlinuz"`, nil},
 		{"ipl utf16", EvIPL, utf16z(" initrd=x "), `" initrd=x "`, nil},
 		{"s-crtm utf16", EvSCRTMVersion, utf16z("GCE Virtual Firmware v1"), `"GCE Virtual Firmware v1"`, nil},
