@@ -23,6 +23,7 @@ import (
 	legacy "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
@@ -223,4 +224,35 @@ func (t *TPM) Extend(pcr int, digests map[pcrs.Alg][]byte) error {
 		return fmt.Errorf("TPM2_PCR_Extend PCR %d banks %v: %w", pcr, banks, err)
 	}
 	return nil
+}
+
+// LoadedHandles lists the transient objects and sessions loaded in the TPM
+// (TPM2_GetCapability TPM_CAP_HANDLES from 0x80000000, 0x02000000 and
+// 0x03000000, at most 64 each). Without a resource manager (/dev/tpm0,
+// swtpm) they are shared by all users of the TPM, so a non-empty list after
+// a clean run means something leaked; tests and `tpmid doctor` use it.
+func (t *TPM) LoadedHandles() ([]uint32, error) {
+	if err := t.lock(); err != nil {
+		return nil, err
+	}
+	defer t.mu.Unlock()
+	var out []uint32
+	for _, first := range []uint32{0x80000000, 0x02000000, 0x03000000} {
+		vals, _, err := legacy.GetCapability(t.ch, legacy.CapabilityHandles, 64, first)
+		if err != nil {
+			return nil, fmt.Errorf("TPM2_GetCapability(HANDLES from 0x%08x): %w", first, err)
+		}
+		for _, v := range vals {
+			h, ok := v.(tpmutil.Handle)
+			if !ok {
+				return nil, fmt.Errorf("TPM2_GetCapability(HANDLES): unexpected %T", v)
+			}
+			// The capability lists handles >= first of any type; keep
+			// those of the requested type.
+			if uint32(h)>>24 == first>>24 {
+				out = append(out, uint32(h))
+			}
+		}
+	}
+	return out, nil
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 
 	"github.com/google/go-attestation/attest"
-	legacy "github.com/google/go-tpm/legacy/tpm2"
-	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
@@ -33,21 +31,13 @@ func openSim(t testing.TB) *TPM {
 	return tp
 }
 
-// loadedHandles lists transient objects and sessions (TPM2_GetCapability
-// TPM_CAP_HANDLES) so tests can show nothing leaked.
-func loadedHandles(t testing.TB, tp *TPM) []tpmutil.Handle {
+func loadedHandles(t testing.TB, tp *TPM) []uint32 {
 	t.Helper()
-	var out []tpmutil.Handle
-	for _, first := range []uint32{0x80000000, 0x02000000, 0x03000000} {
-		vals, _, err := legacy.GetCapability(tp.ch, legacy.CapabilityHandles, 64, first)
-		if err != nil {
-			t.Fatalf("GetCapability(handles 0x%08x): %v", first, err)
-		}
-		for _, v := range vals {
-			out = append(out, v.(tpmutil.Handle))
-		}
+	h, err := tp.LoadedHandles()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return h
 }
 
 func pcrList(n int) []int {
@@ -387,6 +377,9 @@ func TestSimulatorLoadAK(t *testing.T) {
 	ak, err := tp.NewAK(AKECDSA)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if h := loadedHandles(t, tp); len(h) != 1 || h[0]>>24 != 0x80 {
+		t.Errorf("LoadedHandles with one AK loaded = %x, want one transient handle", h)
 	}
 	blob, err := ak.Blob()
 	if err != nil {
