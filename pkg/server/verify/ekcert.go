@@ -171,15 +171,39 @@ var trustExts = []string{".pem", ".crt", ".cer", ".der"}
 // bundle without certificates, or one without any root are errors
 // (ReasonEKTrustConfig).
 func LoadEKTrust(path string) (*EKTrust, error) {
+	certs, err := LoadCertificates(path)
+	if err != nil {
+		return nil, err
+	}
+	t := &EKTrust{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
+	nRoots := 0
+	for _, c := range certs {
+		if selfSigned(c) {
+			t.Roots.AddCert(c)
+			nRoots++
+		} else {
+			t.Intermediates.AddCert(c)
+		}
+	}
+	if nRoots == 0 {
+		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds %d certificates but no self-signed root", path, len(certs))
+	}
+	return t, nil
+}
+
+// LoadCertificates reads every certificate of a file or directory the way
+// LoadEKTrust does, without sorting roots from intermediates (for
+// operator-supplied intermediates). At least one certificate is required.
+func LoadCertificates(path string) ([]*x509.Certificate, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, failf(ReasonEKTrustConfig, "EK trust bundle: %v", err)
+		return nil, failf(ReasonEKTrustConfig, "certificate bundle: %v", err)
 	}
 	files := []string{path}
 	if st.IsDir() {
 		ents, err := os.ReadDir(path)
 		if err != nil {
-			return nil, failf(ReasonEKTrustConfig, "EK trust bundle: %v", err)
+			return nil, failf(ReasonEKTrustConfig, "certificate bundle: %v", err)
 		}
 		files = files[:0]
 		for _, e := range ents {
@@ -188,30 +212,18 @@ func LoadEKTrust(path string) (*EKTrust, error) {
 			}
 		}
 	}
-	t := &EKTrust{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
-	var nRoots, nCerts int
+	var out []*x509.Certificate
 	for _, f := range files {
 		certs, err := readCertFile(f)
 		if err != nil {
 			return nil, failf(ReasonEKTrustConfig, "%s: %v", f, err)
 		}
-		for _, c := range certs {
-			nCerts++
-			if selfSigned(c) {
-				t.Roots.AddCert(c)
-				nRoots++
-			} else {
-				t.Intermediates.AddCert(c)
-			}
-		}
+		out = append(out, certs...)
 	}
-	if nCerts == 0 {
-		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds no certificate", path)
+	if len(out) == 0 {
+		return nil, failf(ReasonEKTrustConfig, "certificate bundle %s holds no certificate", path)
 	}
-	if nRoots == 0 {
-		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds %d certificates but no self-signed root", path, nCerts)
-	}
-	return t, nil
+	return out, nil
 }
 
 func readCertFile(path string) ([]*x509.Certificate, error) {
@@ -234,6 +246,9 @@ func readCertFile(path string) ([]*x509.Certificate, error) {
 		}
 		return []*x509.Certificate{c}, nil
 	}
+	// Bundles made with cat from files lacking a final newline glue an END
+	// line to the next BEGIN line; pem.Decode would then skip both.
+	b = bytes.ReplaceAll(b, []byte("----------BEGIN "), []byte("-----\n-----BEGIN "))
 	var out []*x509.Certificate
 	for rest := b; ; {
 		var blk *pem.Block

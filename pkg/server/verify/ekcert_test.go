@@ -305,6 +305,16 @@ func TestLoadEKTrust(t *testing.T) {
 	if _, err := LoadEKTrust(realPath(t, "cacerts/google-gce")); err != nil {
 		t.Errorf("google-gce: %v", err)
 	}
+	// Two PEM files glued by cat without a newline between them.
+	glued := filepath.Join(t.TempDir(), "glued.pem")
+	a := bytes.TrimSpace(readReal(t, "cacerts/keylime-tpm_cert_store/GS_TPM_RT.pem"))
+	b := bytes.TrimSpace(readReal(t, "cacerts/keylime-tpm_cert_store/STM_RSA_RT.pem"))
+	if err := os.WriteFile(glued, append(a, b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := LoadCertificates(glued); err != nil || len(cs) != 2 {
+		t.Errorf("glued PEM: %d certificates, %v", len(cs), err)
+	}
 	dir := t.TempDir()
 	bad := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
