@@ -3,6 +3,7 @@ package swtpm_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
@@ -243,6 +244,14 @@ func TestStartUnix(t *testing.T) {
 	vals, err := tp.ReadPCRs(pcrs.SHA256, []int{0, 23})
 	if err != nil || len(vals) != 2 {
 		t.Fatalf("ReadPCRs over unix socket = %v, %v", vals, err)
+	}
+	d := sha256.Sum256([]byte("boot"))
+	if err := tp.Extend(0, map[pcrs.Alg][]byte{pcrs.SHA256: d[:]}); err != nil {
+		t.Fatalf("Extend on swtpm: %v", err)
+	}
+	after, err := tp.ReadPCRs(pcrs.SHA256, []int{0})
+	if want := sha256.Sum256(append(vals[0], d[:]...)); err != nil || !bytes.Equal(after[0], want[:]) {
+		t.Errorf("PCR 0 after Extend = %x, %v; want %x", after[0], err, want)
 	}
 	tp.Close()
 	if err := inst.Stop(); err != nil {
