@@ -1,0 +1,277 @@
+// Package agent is the attester side of protocol v1: it gathers the EK and
+// AK, answers the server's challenge with TPM2_ActivateCredential and one
+// TPM2_Quote per requested bank, and sends the event log. All TPM work goes
+// through pkg/common/tpm.
+package agent
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/common/tpm"
+	"github.com/tpmid/tpmid/pkg/common/wire"
+)
+
+// Config is what the agent plugin needs to attest.
+type Config struct {
+	TPM         tpm.Config
+	EKAlgorithm tpm.EKAlg
+	AKAlgorithm tpm.AKAlg
+	// DataDir keeps the TPM-wrapped AK blob between attestations; empty
+	// means a fresh AK every time.
+	DataDir string
+	// EKCertificatePath supplies the EK certificate for TPMs that keep none
+	// in NV (some firmware TPMs publish theirs online); it is used only
+	// when the TPM has none, and must be for the TPM's EK (the server checks).
+	EKCertificatePath string
+	Hostname          string
+}
+
+// maxEKCert bounds an EK certificate read from disk.
+const maxEKCert = 8 << 10
+
+// maxAKBlob bounds the AK blob read from disk.
+const maxAKBlob = 64 << 10
+
+// Session is one attestation in progress. Close it when done.
+type Session struct {
+	cfg   Config
+	tpm   *tpm.TPM
+	owned bool // Close closes the TPM only when Begin opened it
+	ek    *tpm.EK
+	ak    *tpm.AK
+	hello []byte
+	nonce []byte
+}
+
+// Begin opens the TPM, loads or creates the AK and returns the hello.
+func Begin(cfg Config) (*Session, []byte, error) {
+	t, err := tpm.Open(cfg.TPM)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &Session{cfg: cfg, tpm: t, owned: true}
+	hello, err := s.begin()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, hello, nil
+}
+
+func (s *Session) begin() ([]byte, error) {
+	var err error
+	if s.ek, err = s.tpm.EK(s.cfg.EKAlgorithm); err != nil {
+		return nil, fmt.Errorf("endorsement key: %w", err)
+	}
+	ekCert := s.ek.CertDER
+	if len(ekCert) == 0 && s.cfg.EKCertificatePath != "" {
+		raw, err := readBounded(s.cfg.EKCertificatePath, maxEKCert)
+		if err != nil {
+			return nil, fmt.Errorf("ek_certificate_path: %w", err)
+		}
+		if block, _ := pem.Decode(raw); block != nil {
+			raw = block.Bytes
+		}
+		if ekCert, err = tpm.TrimDER(raw); err != nil {
+			return nil, fmt.Errorf("ek_certificate_path: %w", err)
+		}
+	}
+	if s.ak, err = s.loadOrCreateAK(); err != nil {
+		return nil, fmt.Errorf("attestation key: %w", err)
+	}
+	s.nonce = make([]byte, wire.NonceSize)
+	if _, err := io.ReadFull(rand.Reader, s.nonce); err != nil {
+		return nil, err
+	}
+	params := s.ak.Params()
+	s.hello, err = wire.Encode(wire.Hello{
+		Version: wire.Version,
+		EK:      wire.EK{Certificate: ekCert, Public: s.ek.PublicDER},
+		AK: wire.AK{
+			Public:            params.Public,
+			CreateData:        params.CreateData,
+			CreateAttestation: params.CreateAttestation,
+			CreateSignature:   params.CreateSignature,
+		},
+		Nonce:    s.nonce,
+		Hostname: s.cfg.Hostname,
+	})
+	return s.hello, err
+}
+
+// BeginWith is Begin on a TPM the caller opened and closes (tests keep one
+// simulator across sessions, as a machine keeps its TPM).
+func BeginWith(t *tpm.TPM, cfg Config) (*Session, []byte, error) {
+	s := &Session{cfg: cfg, tpm: t}
+	hello, err := s.begin()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, hello, nil
+}
+
+// loadOrCreateAK reuses the AK kept in DataDir when the TPM can load it and
+// it has the configured algorithm; otherwise it creates one (TPM2_Create
+// under the SRK) and keeps its wrapped blob.
+func (s *Session) loadOrCreateAK() (*tpm.AK, error) {
+	if s.cfg.DataDir == "" {
+		return s.tpm.NewAK(s.cfg.AKAlgorithm)
+	}
+	// One blob per algorithm, so changing ak_algorithm takes effect.
+	alg := string(s.cfg.AKAlgorithm)
+	if alg == "" {
+		alg = "ecdsa"
+	}
+	path := filepath.Join(s.cfg.DataDir, "ak-"+alg+".blob")
+	if blob, err := readBounded(path, maxAKBlob); err == nil {
+		if ak, err := s.tpm.LoadAK(blob); err == nil {
+			return ak, nil
+		}
+	}
+	ak, err := s.tpm.NewAK(s.cfg.AKAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := ak.Blob()
+	if err == nil {
+		err = writeFileAtomic(path, blob)
+	}
+	if err != nil {
+		ak.Close(s.tpm)
+		return nil, fmt.Errorf("keeping the AK blob in data_dir: %w", err)
+	}
+	return ak, nil
+}
+
+// Respond answers a challenge with evidence.
+func (s *Session) Respond(challengeRaw []byte) ([]byte, error) {
+	ch, err := wire.DecodeChallenge(challengeRaw)
+	if err != nil {
+		return nil, fmt.Errorf("server challenge: %w", err)
+	}
+	ev := wire.Evidence{Version: wire.Version, PCRs: map[string]map[int][]byte{}}
+	if ch.Credential != nil {
+		secret, err := s.tpm.Activate(s.ak, s.ek, ch.Credential.Blob, ch.Credential.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("TPM2_ActivateCredential: %w", err)
+		}
+		ev.ActivationProof = wire.ActivationProof(secret, s.hello, challengeRaw)
+	}
+	extra := wire.QuoteExtraData(ch.Nonce, s.nonce, s.hello)
+	for _, sel := range ch.Selections {
+		bank, idx, err := wire.SelectionBank(sel)
+		if err != nil {
+			return nil, err
+		}
+		values, attest, sig, err := s.quote(bank, idx, extra)
+		if err != nil {
+			return nil, fmt.Errorf("quote over bank %s: %w", bank, err)
+		}
+		ev.Quotes = append(ev.Quotes, wire.Quote{Bank: bank.String(), Attest: attest, Signature: sig})
+		ev.PCRs[bank.String()] = values
+	}
+	log, err := s.tpm.EventLog()
+	switch {
+	case err == nil:
+		ev.EventLog = log
+	case ch.EventLogRequired:
+		return nil, fmt.Errorf("the server requires the event log: %w", err)
+	}
+	return wire.Encode(ev)
+}
+
+// quote reads the PCRs around TPM2_Quote and retries once when they moved
+// in between (something extended a PCR), so the values match the quote.
+func (s *Session) quote(bank pcrs.Alg, idx []int, extra []byte) (map[int][]byte, []byte, []byte, error) {
+	for attempt := 0; ; attempt++ {
+		before, err := s.tpm.ReadPCRs(bank, idx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		attest, sig, err := s.tpm.Quote(s.ak, extra, bank, idx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		after, err := s.tpm.ReadPCRs(bank, idx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if sameValues(before, after) || attempt == 1 {
+			return after, attest, sig, nil
+		}
+	}
+}
+
+// Close flushes the AK and closes the TPM.
+func (s *Session) Close() error {
+	var errs []error
+	if s.ak != nil {
+		errs = append(errs, s.ak.Close(s.tpm))
+	}
+	if s.owned {
+		errs = append(errs, s.tpm.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// AK returns the session's attestation key (tests quote with it directly).
+func (s *Session) AK() *tpm.AK { return s.ak }
+
+// Commands reports the TPM commands this session has sent.
+func (s *Session) Commands() uint64 { return s.tpm.Commands() }
+
+func sameValues(a, b map[int][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !bytes.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,153 @@
+// Package plugin is the SPIRE agent NodeAttestor shell around package agent.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tpmid/tpmid/pkg/agent"
+	"github.com/tpmid/tpmid/pkg/common/pluginconf"
+	"github.com/tpmid/tpmid/pkg/common/tpm"
+)
+
+// Config is the agent plugin's plugin_data.
+type Config struct {
+	// TPMDevice: a device path (default: autodetect /dev/tpmrm0, then
+	// /dev/tpm0), tcp://host:port or unix:///path for swtpm.
+	TPMDevice string `hcl:"tpm_device"`
+	// EKAlgorithm: rsa, ecc, or empty for the EK that has a certificate,
+	// preferring ECC P-256.
+	EKAlgorithm string `hcl:"ek_algorithm"`
+	// AKAlgorithm: ecdsa (P-256, default) or rsa (2048).
+	AKAlgorithm string `hcl:"ak_algorithm"`
+	// EventLogPath defaults to the kernel's binary_bios_measurements.
+	EventLogPath string `hcl:"event_log_path"`
+	// DataDir keeps the TPM-wrapped AK between attestations.
+	DataDir string `hcl:"data_dir"`
+	// EKCertificatePath: a DER or PEM EK certificate for TPMs without one
+	// in NV.
+	EKCertificatePath string `hcl:"ek_certificate_path"`
+}
+
+// Plugin implements the agent NodeAttestor and Config services.
+type Plugin struct {
+	nodeattestorv1.UnimplementedNodeAttestorServer
+	configv1.UnimplementedConfigServer
+
+	mu  sync.RWMutex
+	cfg *agent.Config
+	log hclog.Logger
+}
+
+// New returns an unconfigured plugin.
+func New() *Plugin { return &Plugin{log: hclog.NewNullLogger()} }
+
+// SetLogger is called by the plugin framework.
+func (p *Plugin) SetLogger(l hclog.Logger) { p.log = l }
+
+func buildConfig(hclText string) (*agent.Config, error) {
+	var c Config
+	unknown, err := pluginconf.Decode(hclText, &c)
+	if err != nil {
+		return nil, err
+	}
+	errs := unknown
+	if err := tpm.ParseDevice(c.TPMDevice); err != nil {
+		errs = append(errs, fmt.Errorf("tpm_device: %w", err))
+	}
+	switch c.EKAlgorithm {
+	case "", "rsa", "ecc":
+	default:
+		errs = append(errs, fmt.Errorf("ek_algorithm %q is not rsa or ecc", c.EKAlgorithm))
+	}
+	switch c.AKAlgorithm {
+	case "", "ecdsa", "rsa":
+	default:
+		errs = append(errs, fmt.Errorf("ak_algorithm %q is not ecdsa or rsa", c.AKAlgorithm))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	return &agent.Config{
+		TPM:               tpm.Config{Device: c.TPMDevice, EventLogPath: c.EventLogPath},
+		EKAlgorithm:       tpm.EKAlg(c.EKAlgorithm),
+		AKAlgorithm:       tpm.AKAlg(c.AKAlgorithm),
+		DataDir:           c.DataDir,
+		EKCertificatePath: c.EKCertificatePath,
+		Hostname:          host,
+	}, nil
+}
+
+// Configure installs the configuration.
+func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+	cfg, err := buildConfig(req.GetHclConfiguration())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)
+	}
+	p.mu.Lock()
+	p.cfg = cfg
+	p.mu.Unlock()
+	return &configv1.ConfigureResponse{}, nil
+}
+
+// Validate reports every configuration error at once.
+func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
+	if _, err := buildConfig(req.GetHclConfiguration()); err != nil {
+		var notes []string
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				notes = append(notes, e.Error())
+			}
+		} else {
+			notes = []string{err.Error()}
+		}
+		return &configv1.ValidateResponse{Valid: false, Notes: notes}, nil
+	}
+	return &configv1.ValidateResponse{Valid: true}, nil
+}
+
+// AidAttestation sends the hello, answers the challenge with evidence.
+func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestationServer) error {
+	p.mu.RLock()
+	cfg := p.cfg
+	p.mu.RUnlock()
+	if cfg == nil {
+		return status.Error(codes.FailedPrecondition, "not configured")
+	}
+	sess, hello, err := agent.Begin(*cfg)
+	if err != nil {
+		return status.Errorf(codes.Internal, "tpmid: preparing attestation: %v", err)
+	}
+	defer func() {
+		p.log.Debug("TPM session done", "tpm_commands", sess.Commands())
+		if err := sess.Close(); err != nil {
+			p.log.Warn("Closing the TPM session", "error", err.Error())
+		}
+	}()
+	if err := stream.Send(&nodeattestorv1.PayloadOrChallengeResponse{
+		Data: &nodeattestorv1.PayloadOrChallengeResponse_Payload{Payload: hello},
+	}); err != nil {
+		return err
+	}
+	challenge, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	evidence, err := sess.Respond(challenge.GetChallenge())
+	if err != nil {
+		return status.Errorf(codes.Internal, "tpmid: answering the challenge: %v", err)
+	}
+	return stream.Send(&nodeattestorv1.PayloadOrChallengeResponse{
+		Data: &nodeattestorv1.PayloadOrChallengeResponse_ChallengeResponse{ChallengeResponse: evidence},
+	})
+}

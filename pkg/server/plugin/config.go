@@ -1,0 +1,133 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/common/pluginconf"
+	"github.com/tpmid/tpmid/pkg/common/wire"
+	"github.com/tpmid/tpmid/pkg/server/appraise"
+	"github.com/tpmid/tpmid/pkg/server/session"
+	"github.com/tpmid/tpmid/pkg/server/verify"
+)
+
+// Config is the server plugin's plugin_data.
+type Config struct {
+	// EKCABundle is a PEM file, or a directory of PEM/DER files, holding
+	// the EK roots and intermediates to trust.
+	EKCABundle string `hcl:"ek_ca_bundle"`
+	// EKHashAllowlist is a file with one hex EK hash a line.
+	EKHashAllowlist string `hcl:"ek_hash_allowlist"`
+	// EKPolicy is cert (default), allowlist, cert_or_allowlist or cert_and_allowlist.
+	EKPolicy string `hcl:"ek_policy"`
+	// PCRBanks to quote; default ["sha256"].
+	PCRBanks []string `hcl:"pcr_banks"`
+	// PCRs to quote in every bank; default 0-7.
+	PCRs []int `hcl:"pcrs"`
+	// RequireEventLog defaults to true.
+	RequireEventLog *bool `hcl:"require_event_log"`
+	// PCRSelectors adds pcr:<bank>:<index>:<hex> selectors (opt-in).
+	PCRSelectors bool `hcl:"pcr_selectors"`
+	// MaxHelloSize and MaxEvidenceSize bound the agent's messages in bytes.
+	MaxHelloSize    int `hcl:"max_hello_size"`
+	MaxEvidenceSize int `hcl:"max_evidence_size"`
+}
+
+// buildPolicy parses the plugin_data and reports every error at once, so an
+// operator fixes a config in one pass.
+func buildPolicy(trustDomain, hclText string) (*session.Policy, error) {
+	var errs []error
+	td, err := spiffeid.TrustDomainFromString(trustDomain)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("core configuration trust_domain: %w", err))
+	}
+	var c Config
+	unknown, err := pluginconf.Decode(hclText, &c)
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, unknown...)
+	p := &session.Policy{
+		TrustDomain:     td,
+		RequireEventLog: c.RequireEventLog == nil || *c.RequireEventLog,
+		PCRSelectors:    c.PCRSelectors,
+		MaxHello:        orDefault(c.MaxHelloSize, wire.DefaultMaxHello),
+		MaxEvidence:     orDefault(c.MaxEvidenceSize, wire.DefaultMaxEvidence),
+	}
+	if c.MaxHelloSize < 0 || c.MaxEvidenceSize < 0 {
+		errs = append(errs, errors.New("max_hello_size and max_evidence_size must be positive"))
+	}
+
+	if c.EKPolicy == "" {
+		c.EKPolicy = string(appraise.EKPolicyCert)
+	}
+	p.EKPolicy, err = appraise.ParseEKPolicy(c.EKPolicy)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if p.EKPolicy.NeedsTrust() {
+		if c.EKCABundle == "" {
+			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", p.EKPolicy))
+		} else if p.EKTrust, err = verify.LoadEKTrust(c.EKCABundle); err != nil {
+			errs = append(errs, fmt.Errorf("ek_ca_bundle: %w", err))
+		}
+	} else if c.EKCABundle != "" {
+		errs = append(errs, fmt.Errorf("ek_ca_bundle is set but ek_policy %q does not use it", p.EKPolicy))
+	}
+	if p.EKPolicy.NeedsAllowlist() {
+		if c.EKHashAllowlist == "" {
+			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_hash_allowlist", p.EKPolicy))
+		} else if p.Allowlist, err = appraise.LoadAllowlist(c.EKHashAllowlist); err != nil {
+			errs = append(errs, err)
+		}
+	} else if c.EKHashAllowlist != "" {
+		errs = append(errs, fmt.Errorf("ek_hash_allowlist is set but ek_policy %q does not use it", p.EKPolicy))
+	}
+
+	banks := c.PCRBanks
+	if len(banks) == 0 {
+		banks = []string{"sha256"}
+	}
+	indices := c.PCRs
+	if len(indices) == 0 {
+		indices = []int{0, 1, 2, 3, 4, 5, 6, 7}
+	}
+	for _, i := range indices {
+		if i < 0 || i > pcrs.MaxIndex {
+			errs = append(errs, fmt.Errorf("pcrs: %d is not in 0..%d", i, pcrs.MaxIndex))
+		}
+	}
+	sorted := slices.Clone(indices)
+	slices.Sort(sorted)
+	if len(slices.Compact(sorted)) != len(indices) {
+		errs = append(errs, errors.New("pcrs: an index is listed twice"))
+	}
+	seen := map[pcrs.Alg]bool{}
+	for _, b := range banks {
+		a, err := pcrs.ParseAlg(b)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("pcr_banks: %w", err))
+		case seen[a]:
+			errs = append(errs, fmt.Errorf("pcr_banks: %s is listed twice", a))
+		default:
+			seen[a] = true
+			p.Selections = append(p.Selections, wire.Selection{Bank: a.String(), PCRs: sorted})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}

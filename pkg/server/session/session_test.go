@@ -1,0 +1,444 @@
+package session_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tpmid/tpmid/internal/testca"
+	"github.com/tpmid/tpmid/internal/testmachine"
+	"github.com/tpmid/tpmid/pkg/agent"
+	"github.com/tpmid/tpmid/pkg/common/eventlog"
+	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/common/wire"
+	"github.com/tpmid/tpmid/pkg/server/appraise"
+	"github.com/tpmid/tpmid/pkg/server/session"
+	"github.com/tpmid/tpmid/pkg/server/verify"
+)
+
+type fixture struct {
+	*testmachine.Machine
+	cfg agent.Config
+}
+
+func newFixture(t *testing.T) *fixture {
+	m := testmachine.New(t)
+	return &fixture{Machine: m, cfg: agent.Config{EKCertificatePath: m.EKCertPath, Hostname: "node-1"}}
+}
+
+func (f *fixture) policy(t *testing.T, ekPolicy appraise.EKPolicy, trustDir string, allow ...string) *session.Policy {
+	t.Helper()
+	p := &session.Policy{
+		TrustDomain:     spiffeid.RequireTrustDomainFromString("example.org"),
+		EKPolicy:        ekPolicy,
+		Selections:      []wire.Selection{{Bank: "sha256", PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}}},
+		RequireEventLog: true,
+		MaxHello:        wire.DefaultMaxHello,
+		MaxEvidence:     wire.DefaultMaxEvidence,
+	}
+	if ekPolicy.NeedsTrust() {
+		trust, err := verify.LoadEKTrust(trustDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.EKTrust = trust
+	}
+	if ekPolicy.NeedsAllowlist() {
+		al, err := appraise.ParseAllowlist([]byte(strings.Join(allow, "\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Allowlist = al
+	}
+	return p
+}
+
+// hooks tamper with the exchange, as a man in the middle or a lying agent.
+type hooks struct {
+	hello     func(t *testing.T, h *wire.Hello)
+	rawHello  func([]byte) []byte
+	evidence  func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence)
+	rawEviden func([]byte) []byte
+}
+
+func run(t *testing.T, f *fixture, p *session.Policy, h hooks) (*session.Result, error) {
+	t.Helper()
+	as, hello, err := agent.BeginWith(f.TPM, f.cfg)
+	if err != nil {
+		t.Fatalf("agent begin: %v", err)
+	}
+	defer as.Close()
+	if h.hello != nil {
+		var msg wire.Hello
+		if err := json.Unmarshal(hello, &msg); err != nil {
+			t.Fatal(err)
+		}
+		h.hello(t, &msg)
+		hello, _ = wire.Encode(msg)
+	}
+	if h.rawHello != nil {
+		hello = h.rawHello(hello)
+	}
+	ss, challenge, err := session.Start(p, hello)
+	if err != nil {
+		return nil, err
+	}
+	evidence, err := as.Respond(challenge)
+	if err != nil {
+		t.Fatalf("agent respond: %v", err)
+	}
+	if h.evidence != nil {
+		var msg wire.Evidence
+		if err := json.Unmarshal(evidence, &msg); err != nil {
+			t.Fatal(err)
+		}
+		h.evidence(t, f, as, &msg)
+		evidence, _ = wire.Encode(msg)
+	}
+	if h.rawEviden != nil {
+		evidence = h.rawEviden(evidence)
+	}
+	return ss.Finish(evidence)
+}
+
+// requote replaces the sha256 quote by one the agent's real AK makes with
+// other inputs.
+func requote(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence, extra []byte, pcrList []int) {
+	t.Helper()
+	attest, sig, err := f.TPM.Quote(s.AK(), extra, pcrs.SHA256, pcrList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Quotes[0].Attest, e.Quotes[0].Signature = attest, sig
+}
+
+func TestAttestation(t *testing.T) {
+	f := newFixture(t)
+	trusted := f.policy(t, appraise.EKPolicyCert, f.TrustDir)
+
+	t.Run("admitted", func(t *testing.T) {
+		res, err := run(t, f, trusted, hooks{})
+		if err != nil {
+			t.Fatalf("attestation refused: %v", err)
+		}
+		wantID := "spiffe://example.org/spire/agent/tpm/" + f.EKHash
+		if res.AgentID.String() != wantID {
+			t.Errorf("agent ID = %s, want %s", res.AgentID, wantID)
+		}
+		for _, want := range []string{"pub_hash:" + f.EKHash, "ek_hash:" + f.EKHash, "manufacturer:id:53494D55", "model:id:00000001", "version:id:00020000", "ek_issuer:tpmid test EK root"} {
+			if !contains(res.Selectors, want) {
+				t.Errorf("selectors %v lack %q", res.Selectors, want)
+			}
+		}
+		for _, s := range res.Selectors {
+			if strings.HasPrefix(s, "pcr:") {
+				t.Errorf("pcr selector %q without pcr_selectors", s)
+			}
+		}
+	})
+
+	t.Run("pcr selectors are opt-in", func(t *testing.T) {
+		p := *trusted
+		p.PCRSelectors = true
+		res, err := run(t, f, &p, hooks{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range res.Selectors {
+			if strings.HasPrefix(s, "pcr:sha256:") {
+				n++
+			}
+		}
+		if n != 8 {
+			t.Errorf("%d pcr selectors, want 8: %v", n, res.Selectors)
+		}
+	})
+
+	t.Run("allowlist admits without a certificate", func(t *testing.T) {
+		// The simulator has no EK certificate in NV; without
+		// ek_certificate_path the agent sends none.
+		noCert := *f
+		noCert.cfg.EKCertificatePath = ""
+		p := f.policy(t, appraise.EKPolicyAllowlist, "", f.EKHash)
+		if _, err := run(t, &noCert, p, hooks{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	someoneElse := strings.Repeat("ab", 32)
+	twoBanks := f.policy(t, appraise.EKPolicyCert, f.TrustDir)
+	twoBanks.Selections = []wire.Selection{{Bank: "sha1", PCRs: []int{0, 7}}, {Bank: "sha256", PCRs: []int{0, 7}}}
+	tests := []struct {
+		name   string
+		policy *session.Policy
+		hooks  hooks
+		reason verify.Reason
+		want   string // a fragment of the message a person reads
+		code   string
+	}{
+		{
+			name:   "untrusted EK root",
+			policy: f.policy(t, appraise.EKPolicyCert, f.OtherDir),
+			reason: session.ReasonEKNotAdmitted, want: "certificate not trusted",
+		},
+		{
+			name:   "no EK certificate under cert policy",
+			policy: trusted,
+			hooks:  hooks{hello: func(t *testing.T, h *wire.Hello) { h.EK.Certificate = nil }},
+			reason: session.ReasonEKNotAdmitted, want: "no EK certificate",
+		},
+		{
+			name:   "EK not on the allowlist",
+			policy: f.policy(t, appraise.EKPolicyAllowlist, "", someoneElse),
+			reason: session.ReasonEKNotAdmitted, want: "not on the allowlist",
+		},
+		{
+			name:   "cert and allowlist: only the certificate",
+			policy: f.policy(t, appraise.EKPolicyCertAndAllowlist, f.TrustDir, someoneElse),
+			reason: session.ReasonEKNotAdmitted, want: "certificate trusted but EK hash is not on the allowlist",
+		},
+		{
+			name:   "cert and allowlist: only the allowlist",
+			policy: f.policy(t, appraise.EKPolicyCertAndAllowlist, f.OtherDir, f.EKHash),
+			reason: session.ReasonEKNotAdmitted, want: "EK hash is allowlisted but certificate not trusted",
+		},
+		{
+			name:   "EK certificate of another key",
+			policy: trusted,
+			hooks: hooks{hello: func(t *testing.T, h *wire.Hello) {
+				ca, _ := testca.New("x")
+				other, _ := testca.New("y")
+				der, err := ca.IssueEK(other.Key.Public(), "id:53494D55", "id:1", "id:1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				h.EK.Certificate = der
+			}},
+			reason: session.ReasonEKMismatch, want: "another key",
+		},
+		{
+			name:   "software AK: no sensitiveDataOrigin, not fixedTPM",
+			policy: trusted,
+			hooks: hooks{hello: func(t *testing.T, h *wire.Hello) {
+				pub, err := legacy.DecodePublic(h.AK.Public)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pub.Attributes &^= legacy.FlagSensitiveDataOrigin | legacy.FlagFixedTPM
+				if h.AK.Public, err = pub.Encode(); err != nil {
+					t.Fatal(err)
+				}
+			}},
+			reason: verify.ReasonAKAttributes, want: "fixedTPM sensitiveDataOrigin",
+		},
+		{
+			name:   "AK creation data of another key",
+			policy: trusted,
+			hooks: hooks{hello: func(t *testing.T, h *wire.Hello) {
+				h.AK.CreateData = append([]byte(nil), h.AK.CreateData...)
+				h.AK.CreateData[len(h.AK.CreateData)-1] ^= 1
+			}},
+			reason: session.ReasonAKCreation,
+		},
+		{
+			name:   "wrong activation proof",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.ActivationProof[0] ^= 1
+			}},
+			reason: session.ReasonActivationProof, want: "activation proof does not match",
+		},
+		{
+			name:   "no activation proof",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.ActivationProof = nil
+			}},
+			reason: session.ReasonActivationProof,
+		},
+		{
+			name:   "quote with other extraData",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				requote(t, f, s, e, []byte("replayed from another session"), []int{0, 1, 2, 3, 4, 5, 6, 7})
+			}},
+			reason: verify.ReasonQuoteExtraData,
+		},
+		{
+			name:   "quote over other PCRs than asked",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				ev := mustExtra(t, f, s, e)
+				requote(t, f, s, e, ev, []int{0, 1, 2, 3, 4, 5, 6})
+			}},
+			reason: verify.ReasonQuotePCRSelection,
+		},
+		{
+			name:   "PCR value not matching the quote digest",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.PCRs["sha256"][4][0] ^= 1
+			}},
+			reason: verify.ReasonQuoteDigest,
+		},
+		{
+			name:   "badly signed quote",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.Quotes[0].Signature[len(e.Quotes[0].Signature)-1] ^= 1
+			}},
+			reason: verify.ReasonQuoteSignature,
+		},
+		{
+			name:   "bank the policy wants is not quoted",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.Quotes[0].Bank = "sha1"
+			}},
+			reason: session.ReasonQuoteMissing, want: "sha256",
+		},
+		{
+			name:   "event log not replaying",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.EventLog = f.OtherLog
+			}},
+			reason: session.ReasonEventLog, want: "does not replay",
+		},
+		{
+			name:   "event log without one quoted bank",
+			policy: twoBanks,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				// The same boot, logged in the SHA-1 bank only.
+				b, err := eventlog.NewBuilder(pcrs.SHA1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for pcr := uint32(0); pcr < 8; pcr++ {
+					b.Extend(pcr, eventlog.EvSeparator, []byte{0, 0, 0, 0})
+				}
+				e.EventLog = b.Bytes()
+			}},
+			reason: session.ReasonEventLog, want: "no digests for quoted bank",
+		},
+		{
+			name:   "event log missing",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.EventLog = nil
+			}},
+			reason: session.ReasonEventLogMissing,
+		},
+		{
+			name:   "event log garbage",
+			policy: trusted,
+			hooks: hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+				e.EventLog = []byte("not an event log at all")
+			}},
+			reason: session.ReasonEventLog,
+		},
+		{
+			name:   "oversized hello",
+			policy: trusted,
+			hooks:  hooks{rawHello: func(b []byte) []byte { return append(b, make([]byte, wire.DefaultMaxHello)...) }},
+			code:   "too large",
+		},
+		{
+			name:   "malformed hello",
+			policy: trusted,
+			hooks:  hooks{rawHello: func(b []byte) []byte { return b[:len(b)/2] }},
+			code:   "malformed",
+		},
+		{
+			name:   "unknown protocol version",
+			policy: trusted,
+			hooks:  hooks{hello: func(t *testing.T, h *wire.Hello) { h.Version = 2 }},
+			code:   "unsupported protocol version",
+		},
+		{
+			name:   "oversized evidence",
+			policy: trusted,
+			hooks:  hooks{rawEviden: func(b []byte) []byte { return append(b, make([]byte, wire.DefaultMaxEvidence)...) }},
+			code:   "too large",
+		},
+		{
+			name:   "malformed evidence",
+			policy: trusted,
+			hooks:  hooks{rawEviden: func(b []byte) []byte { return []byte(`{"version":1,"quotes":"x"}`) }},
+			code:   "malformed",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := run(t, f, tt.policy, tt.hooks)
+			if err == nil {
+				t.Fatalf("admitted as %s, want refusal", res.AgentID)
+			}
+			if tt.code != "" {
+				if !strings.Contains(err.Error(), tt.code) {
+					t.Fatalf("err = %v, want %q", err, tt.code)
+				}
+				var ve *verify.Error
+				if errors.As(err, &ve) {
+					t.Fatalf("wire error reported as verification failure %q", ve.Reason)
+				}
+				return
+			}
+			var ve *verify.Error
+			if !errors.As(err, &ve) {
+				t.Fatalf("err = %v, want a verify.Error with reason %s", err, tt.reason)
+			}
+			if ve.Reason != tt.reason {
+				t.Fatalf("reason = %s (%v), want %s", ve.Reason, err, tt.reason)
+			}
+			if tt.want != "" && !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %q, want it to say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestUnexplainedPCR: something extended PCR 9 outside the event log; a
+// policy that quotes PCR 9 must refuse, naming the PCR.
+func TestUnexplainedPCR(t *testing.T) {
+	f := newFixture(t)
+	if err := f.TPM.Extend(9, map[pcrs.Alg][]byte{pcrs.SHA1: make([]byte, 20), pcrs.SHA256: make([]byte, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.policy(t, appraise.EKPolicyCert, f.TrustDir)
+	p.Selections = []wire.Selection{{Bank: "sha256", PCRs: []int{0, 7, 9}}}
+	_, err := run(t, f, p, hooks{})
+	if verify.ReasonOf(err) != session.ReasonEventLog || !strings.Contains(err.Error(), "[9]") {
+		t.Fatalf("err = %v, want %s naming PCR 9", err, session.ReasonEventLog)
+	}
+	// PCR 8 is at its reset value: nothing to explain, admitted.
+	p.Selections = []wire.Selection{{Bank: "sha256", PCRs: []int{0, 7, 8}}}
+	if _, err := run(t, f, p, hooks{}); err != nil {
+		t.Fatalf("PCR at reset refused: %v", err)
+	}
+}
+
+// mustExtra recomputes the session's extraData from the real quote, so a
+// test can requote with the right binding but other PCRs.
+func mustExtra(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) []byte {
+	t.Helper()
+	att, err := legacy.DecodeAttestationData(e.Quotes[0].Attest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return att.ExtraData
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
