@@ -197,6 +197,11 @@ func start(ctx context.Context, stateDir string, unix bool) (*Instance, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
+	// swtpm may accept connections before it notices a bad state
+	// directory, so check it here for a clear, deterministic error.
+	if fi, err := os.Stat(stateDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("swtpm state directory %s: not a directory (run Setup first): %v", stateDir, err)
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		inst, err := startOnce(ctx, stateDir, unix)
