@@ -1,0 +1,70 @@
+package appraise
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestAdmitEK(t *testing.T) {
+	untrusted := errors.New("x509: certificate signed by unknown authority")
+	tests := []struct {
+		policy      EKPolicy
+		certErr     error
+		allowlisted bool
+		want        string // "" = admitted; else a fragment of the reason
+	}{
+		{EKPolicyCert, nil, false, ""},
+		{EKPolicyCert, untrusted, true, "unknown authority"},
+		{EKPolicyAllowlist, untrusted, true, ""},
+		{EKPolicyAllowlist, nil, false, "not on the allowlist"},
+		{EKPolicyCertOrAllowlist, nil, false, ""},
+		{EKPolicyCertOrAllowlist, untrusted, true, ""},
+		{EKPolicyCertOrAllowlist, untrusted, false, "not on the allowlist and certificate not trusted"},
+		{EKPolicyCertAndAllowlist, nil, true, ""},
+		{EKPolicyCertAndAllowlist, nil, false, "certificate trusted but EK hash is not on the allowlist"},
+		{EKPolicyCertAndAllowlist, untrusted, true, "allowlisted but certificate not trusted"},
+		{EKPolicyCertAndAllowlist, untrusted, false, "not on the allowlist and certificate not trusted"},
+		{EKPolicy("bogus"), nil, true, "unknown policy"},
+	}
+	for _, tt := range tests {
+		err := AdmitEK(tt.policy, tt.certErr, tt.allowlisted)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s cert=%v allow=%v: refused: %v", tt.policy, tt.certErr, tt.allowlisted, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrEKNotAdmitted) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s cert=%v allow=%v: err = %v, want %q", tt.policy, tt.certErr, tt.allowlisted, err, tt.want)
+		}
+	}
+}
+
+func TestParseAllowlist(t *testing.T) {
+	h := strings.Repeat("AB", 32)
+	al, err := ParseAllowlist([]byte("# comment\n\n  " + h + "  \n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !al.Contains(strings.ToLower(h)) || !al.Contains(h) || al.Contains(strings.Repeat("cd", 32)) {
+		t.Fatalf("allowlist lookups wrong: %v", al)
+	}
+	_, err = ParseAllowlist([]byte(h + "\nzz\n" + h[:10] + "\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "line 3") {
+		t.Fatalf("err = %v, want lines 2 and 3 reported", err)
+	}
+}
+
+func TestSelectors(t *testing.T) {
+	f := Facts{EKHash: "aa", Manufacturer: "id:53544D20", EKIssuer: "STM TPM EK Intermediate CA 05", SecureBoot: "enabled", PCRs: map[string]string{"sha256:7": "07", "sha256:0": "00"}}
+	got := strings.Join(Selectors(f, false), " ")
+	want := "pub_hash:aa ek_hash:aa manufacturer:id:53544D20 ek_issuer:STM TPM EK Intermediate CA 05 secureboot:enabled"
+	if got != want {
+		t.Errorf("selectors = %q, want %q", got, want)
+	}
+	got = strings.Join(Selectors(f, true), " ")
+	if !strings.HasSuffix(got, "pcr:sha256:0:00 pcr:sha256:7:07") {
+		t.Errorf("pcr selectors missing or unsorted: %q", got)
+	}
+}
