@@ -199,8 +199,10 @@ func start(ctx context.Context, stateDir string, unix bool) (*Instance, error) {
 	}
 	// swtpm may accept connections before it notices a bad state
 	// directory, so check it here for a clear, deterministic error.
-	if fi, err := os.Stat(stateDir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("swtpm state directory %s: not a directory (run Setup first): %v", stateDir, err)
+	if fi, err := os.Stat(stateDir); err != nil {
+		return nil, fmt.Errorf("swtpm state directory (run Setup first): %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("swtpm state directory %s is not a directory", stateDir)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {

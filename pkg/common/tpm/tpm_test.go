@@ -106,6 +106,13 @@ func TestParseDevice(t *testing.T) {
 	if _, err := Open(Config{Device: "/nonexistent/tpm"}); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Open(/nonexistent/tpm) = %v, want a not-exist error", err)
 	}
+	if _, err := os.Stat("/dev/tpmrm0"); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat("/dev/tpm0"); errors.Is(err, os.ErrNotExist) {
+			if _, err := Open(Config{}); !errors.Is(err, ErrNoTPM) {
+				t.Errorf("Open(autodetect) without a TPM = %v, want ErrNoTPM", err)
+			}
+		}
+	}
 	if _, err := Open(Config{Device: "unix:///nonexistent/sock"}); err == nil {
 		t.Error("Open(unix:///nonexistent/sock) succeeded")
 	}
