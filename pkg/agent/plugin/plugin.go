@@ -64,6 +64,11 @@ func buildConfig(hclText string) (*agent.Config, error) {
 	if err := tpm.ParseDevice(c.TPMDevice); err != nil {
 		errs = append(errs, fmt.Errorf("tpm_device: %w", err))
 	}
+	// The in-process simulator forgets its state with the process: as an
+	// agent's TPM it would prove nothing.
+	if c.TPMDevice == "simulator" {
+		errs = append(errs, errors.New(`tpm_device: "simulator" is for tests only`))
+	}
 	switch c.EKAlgorithm {
 	case "", "rsa", "ecc":
 	default:
@@ -103,15 +108,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 // Validate reports every configuration error at once.
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	if _, err := buildConfig(req.GetHclConfiguration()); err != nil {
-		var notes []string
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				notes = append(notes, e.Error())
-			}
-		} else {
-			notes = []string{err.Error()}
-		}
-		return &configv1.ValidateResponse{Valid: false, Notes: notes}, nil
+		return &configv1.ValidateResponse{Valid: false, Notes: pluginconf.Notes(err)}, nil
 	}
 	return &configv1.ValidateResponse{Valid: true}, nil
 }

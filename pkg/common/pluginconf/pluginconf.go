@@ -43,3 +43,16 @@ func Decode(hclText string, v any) ([]error, error) {
 	}
 	return errs, nil
 }
+
+// Notes splits a joined configuration error into one note per problem, the
+// form SPIRE's Validate RPC reports.
+func Notes(err error) []string {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []string
+		for _, e := range j.Unwrap() {
+			out = append(out, e.Error())
+		}
+		return out
+	}
+	return []string{err.Error()}
+}

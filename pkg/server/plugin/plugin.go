@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tpmid/tpmid/pkg/common/pluginconf"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/session"
 	"github.com/tpmid/tpmid/pkg/server/verify"
@@ -53,7 +54,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	_, err := buildPolicy(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
 	if err != nil {
-		return &configv1.ValidateResponse{Valid: false, Notes: splitErrors(err)}, nil
+		return &configv1.ValidateResponse{Valid: false, Notes: pluginconf.Notes(err)}, nil
 	}
 	return &configv1.ValidateResponse{Valid: true}, nil
 }
@@ -134,15 +135,4 @@ func Code(err error) codes.Code {
 		return codes.PermissionDenied
 	}
 	return codes.Internal
-}
-
-func splitErrors(err error) []string {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []string
-		for _, e := range j.Unwrap() {
-			out = append(out, e.Error())
-		}
-		return out
-	}
-	return []string{err.Error()}
 }
