@@ -31,6 +31,9 @@ type Config struct {
 	// BuildSPIRE runs scripts/ensure-spire.sh when the SPIRE binaries are
 	// not cached; otherwise New fails with ErrNoSPIRE.
 	BuildSPIRE bool
+	// Plugins, when set, are used instead of building them (tests build
+	// once per package with BuildPlugins).
+	Plugins *Plugins
 	// Step, when set, is told when each step starts and how long it took.
 	Step func(name string, d time.Duration, err error)
 }
@@ -96,6 +99,10 @@ func New(ctx context.Context, c Config) (e *Env, err error) {
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	if c.Plugins != nil {
+		e.Plugins = c.Plugins
+		return e, nil
 	}
 	if err := e.Step("build plugins", func() error {
 		e.Plugins, err = BuildPlugins(ctx, root, filepath.Join(logDir, "bin"), filepath.Join(logDir, "build.log"))
