@@ -30,7 +30,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{Machine: m, cfg: agent.Config{EKCertificatePath: m.EKCertPath, Hostname: "node-1"}}
 }
 
-func (f *fixture) policy(t *testing.T, ekPolicy appraise.EKPolicy, trustDir string, allow ...string) *session.Policy {
+func (f *fixture) policy(t testing.TB, ekPolicy appraise.EKPolicy, trustDir string, allow ...string) *session.Policy {
 	t.Helper()
 	p := &session.Policy{
 		TrustDomain:     spiffeid.RequireTrustDomainFromString("example.org"),
@@ -441,4 +441,46 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// BenchmarkAttestation runs whole attestations (agent and server sides) on
+// the simulator and reports the TPM commands the agent sends per
+// attestation, counted at the command channel.
+func BenchmarkAttestation(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		dataDir bool
+	}{{"fresh-AK", false}, {"AK-kept-in-data_dir", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := testmachine.New(b)
+			cfg := agent.Config{EKCertificatePath: m.EKCertPath}
+			if tc.dataDir {
+				cfg.DataDir = b.TempDir()
+			}
+			p := (&fixture{Machine: m}).policy(b, appraise.EKPolicyCert, m.TrustDir)
+			var commands uint64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				before := m.TPM.Commands()
+				as, hello, err := agent.BeginWith(m.TPM, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ss, challenge, err := session.Start(p, hello)
+				if err != nil {
+					b.Fatal(err)
+				}
+				evidence, err := as.Respond(challenge)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := ss.Finish(evidence); err != nil {
+					b.Fatal(err)
+				}
+				as.Close()
+				commands += m.TPM.Commands() - before
+			}
+			b.ReportMetric(float64(commands)/float64(b.N), "tpm-cmds/op")
+		})
+	}
 }
