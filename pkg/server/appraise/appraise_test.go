@@ -68,3 +68,18 @@ func TestSelectors(t *testing.T) {
 		t.Errorf("pcr selectors missing or unsorted: %q", got)
 	}
 }
+
+func FuzzParseAllowlist(f *testing.F) {
+	f.Add([]byte("# fleet\n" + strings.Repeat("ab", 32) + "\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		al, err := ParseAllowlist(b)
+		if err != nil {
+			return
+		}
+		for h := range al {
+			if len(h) != 64 || strings.ToLower(h) != h {
+				t.Fatalf("accepted %q", h)
+			}
+		}
+	})
+}
