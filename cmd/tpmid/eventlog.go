@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
@@ -22,12 +22,7 @@ func init() {
 // readEventLog reads at most the parser's size limit (+1 to detect more), so
 // a huge file is refused without reading it all.
 func readEventLog(path string) (*eventlog.Log, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, int64(eventlog.DefaultLimits.MaxLogSize)+1))
+	data, err := boundedfile.Read(path, int64(eventlog.DefaultLimits.MaxLogSize))
 	if err != nil {
 		return nil, err
 	}

@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/server/verify"
@@ -27,23 +26,6 @@ func newVerifyCmd() *cobra.Command {
 	v := &cobra.Command{Use: "verify", Short: "Verify TPM evidence: quotes and EK certificates"}
 	v.AddCommand(newVerifyQuoteCmd(), newVerifyEKCertCmd())
 	return v
-}
-
-// readBounded reads a file, refusing one larger than limit bytes.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // quoteReport is the --json output of verify quote.
@@ -88,7 +70,7 @@ PCR digest over the quoted values.
           with --pcrs, every quoted PCR the log extends must replay to its value.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			akBytes, err := readBounded(akPath, verify.MaxAKPublicSize)
+			akBytes, err := boundedfile.Read(akPath, verify.MaxAKPublicSize)
 			if err != nil {
 				return err
 			}
@@ -96,11 +78,11 @@ PCR digest over the quoted values.
 			if err != nil {
 				return fmt.Errorf("%s: %w", akPath, err)
 			}
-			attest, err := readBounded(quotePath, verify.MaxAttestSize+2)
+			attest, err := boundedfile.Read(quotePath, verify.MaxAttestSize+2)
 			if err != nil {
 				return err
 			}
-			sig, err := readBounded(sigPath, verify.MaxSignatureSize)
+			sig, err := boundedfile.Read(sigPath, verify.MaxSignatureSize)
 			if err != nil {
 				return err
 			}
@@ -111,7 +93,7 @@ PCR digest over the quoted values.
 
 			var values pcrs.Values
 			if pcrsPath != "" {
-				b, err := readBounded(pcrsPath, 1<<16)
+				b, err := boundedfile.Read(pcrsPath, 1<<16)
 				if err != nil {
 					return err
 				}
@@ -125,7 +107,7 @@ PCR digest over the quoted values.
 			}
 			var log *eventlog.Log
 			if logPath != "" {
-				b, err := readBounded(logPath, int64(eventlog.DefaultLimits.MaxLogSize))
+				b, err := boundedfile.Read(logPath, int64(eventlog.DefaultLimits.MaxLogSize))
 				if err != nil {
 					return err
 				}
@@ -231,7 +213,7 @@ func newVerifyEKCertCmd() *cobra.Command {
 		Short: "Verify an EK certificate (DER as read from NV, or PEM) against manufacturer roots",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := readBounded(args[0], verify.MaxEKCertSize)
+			b, err := boundedfile.Read(args[0], verify.MaxEKCertSize)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 	"github.com/tpmid/tpmid/pkg/common/wire"
@@ -73,7 +74,7 @@ func (s *Session) begin() ([]byte, error) {
 	}
 	ekCert := s.ek.CertDER
 	if len(ekCert) == 0 && s.cfg.EKCertificatePath != "" {
-		raw, err := readBounded(s.cfg.EKCertificatePath, maxEKCert)
+		raw, err := boundedfile.Read(s.cfg.EKCertificatePath, maxEKCert)
 		if err != nil {
 			return nil, fmt.Errorf("ek_certificate_path: %w", err)
 		}
@@ -132,7 +133,7 @@ func (s *Session) loadOrCreateAK() (*tpm.AK, error) {
 		alg = "ecdsa"
 	}
 	path := filepath.Join(s.cfg.DataDir, "ak-"+alg+".blob")
-	if blob, err := readBounded(path, maxAKBlob); err == nil {
+	if blob, err := boundedfile.Read(path, maxAKBlob); err == nil {
 		if ak, err := s.tpm.LoadAK(blob); err == nil {
 			return ak, nil
 		}
@@ -239,22 +240,6 @@ func sameValues(a, b map[int][]byte) bool {
 		}
 	}
 	return true
-}
-
-func readBounded(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return b, nil
 }
 
 func writeFileAtomic(path string, data []byte) error {

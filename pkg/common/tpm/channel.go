@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 )
 
 const (
@@ -54,21 +56,15 @@ func (c *channel) MeasurementLog() ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxEventLog
 	}
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+	// securityfs reports size 0, so boundedfile reads with a limit.
+	b, err := boundedfile.Read(path, limit)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("%w: %s does not exist", ErrNoEventLog, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening event log: %w", err)
-	}
-	defer f.Close()
-	// securityfs reports size 0, so read with a limit instead of Stat.
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading event log %s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
+	case errors.Is(err, boundedfile.ErrTooLarge):
 		return nil, fmt.Errorf("event log %s: %w (more than %d bytes)", path, ErrTooLarge, limit)
+	case err != nil:
+		return nil, fmt.Errorf("reading event log %s: %w", path, err)
 	}
 	return b, nil
 }

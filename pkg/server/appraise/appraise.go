@@ -9,10 +9,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sort"
 	"strings"
+
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 )
 
 // EKPolicy says what admits an endorsement key.
@@ -98,17 +98,9 @@ const maxAllowlistFile = 16 << 20
 // LoadAllowlist reads one hex hash a line; blank lines and lines starting
 // with # are ignored. Every bad line is reported, with its number.
 func LoadAllowlist(path string) (Allowlist, error) {
-	f, err := os.Open(path)
+	data, err := boundedfile.Read(path, maxAllowlistFile)
 	if err != nil {
 		return nil, fmt.Errorf("ek_hash_allowlist: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxAllowlistFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("ek_hash_allowlist: %w", err)
-	}
-	if len(data) > maxAllowlistFile {
-		return nil, fmt.Errorf("ek_hash_allowlist: %s is larger than %d bytes", path, maxAllowlistFile)
 	}
 	return ParseAllowlist(data)
 }

@@ -11,12 +11,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 )
 
 // MaxEKCertSize bounds ParseEKCert's input: EK certificate NV indices hold at
@@ -227,17 +228,9 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 }
 
 func readCertFile(path string) ([]*x509.Certificate, error) {
-	f, err := os.Open(path)
+	b, err := boundedfile.Read(path, maxTrustFileSize)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxTrustFileSize {
-		return nil, fmt.Errorf("larger than %d bytes", maxTrustFileSize)
 	}
 	if !bytes.Contains(b, []byte("-----BEGIN")) {
 		c, err := x509.ParseCertificate(b)
