@@ -40,8 +40,10 @@ spire:
 	@echo "spire: $$(./scripts/ensure-spire.sh)"
 
 # Every test. Integration tests are ordinary Go tests in test/integration.
+# -count=1: they build the plugins and run SPIRE in subprocesses, which Go's
+# test cache cannot see, so a cached "ok" could hide a broken plugin.
 test: deps
-	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: everything but test/integration, no deps needed.
 unit:
