@@ -9,6 +9,8 @@ package demo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -166,6 +168,7 @@ type Node struct {
 	Device       string // tpm_device for the agent plugin
 	EventLogPath string // event_log_path for the agent plugin
 	CABundle     string // ek_ca_bundle that trusts this node's EK
+	EKHash       string // hex SHA-256 of the EK public key (PKIX DER) the agent will pick by default
 	Boot         *Boot
 	swtpm        *swtpm.Instance
 }
@@ -241,6 +244,12 @@ func (e *Env) NewNode(ctx context.Context, name string, o NodeOptions) (*Node, e
 				return fmt.Errorf("extending PCR %d: %w", x.PCR, err)
 			}
 		}
+		ek, err := t.EK(tpm.EKAuto)
+		if err != nil {
+			return fmt.Errorf("reading the EK: %w", err)
+		}
+		sum := sha256.Sum256(ek.PublicDER)
+		n.EKHash = hex.EncodeToString(sum[:])
 		return nil
 	}); err != nil {
 		return nil, err

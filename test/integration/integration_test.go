@@ -82,9 +82,14 @@ func newEnv(t *testing.T) (*demo.Env, context.Context) {
 
 var agentIDRe = regexp.MustCompile(`^spiffe://example\.org/spire/agent/tpm/([0-9a-f]{64})$`)
 
+// certSelectors come from a verified EK certificate: only when the EK was
+// admitted through ek_ca_bundle (under ek_policy = "allowlist" the
+// certificate is not checked, so its attributes are not vouched for).
+var certSelectors = []string{"manufacturer"}
+
 // checkAttested asserts the agent ID shape and the selectors every tpmid
-// agent gets, and returns the selectors by key.
-func checkAttested(t *testing.T, a *demo.Attestation) map[string]string {
+// agent gets (plus extra keys), and returns the selectors by key.
+func checkAttested(t *testing.T, a *demo.Attestation, extra ...string) map[string]string {
 	t.Helper()
 	m := agentIDRe.FindStringSubmatch(a.SPIFFEID)
 	if m == nil {
@@ -93,7 +98,7 @@ func checkAttested(t *testing.T, a *demo.Attestation) map[string]string {
 	t.Logf("agent %s attested in %s (TPM commands: %q)", a.SPIFFEID, a.Duration.Round(time.Millisecond), a.TPMCommands)
 	t.Logf("selectors: %s", strings.Join(a.Selectors, " "))
 	sels := map[string]string{}
-	for _, key := range []string{"pub_hash", "ek_hash", "manufacturer", "secureboot"} {
+	for _, key := range append([]string{"pub_hash", "ek_hash", "secureboot"}, extra...) {
 		v, ok := demo.Selector(a.Selectors, key)
 		if !ok || v == "" {
 			t.Errorf("selector tpm:%s:... missing from %v", key, a.Selectors)
@@ -130,7 +135,10 @@ func TestEKTrust(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sels := checkAttested(t, a)
+		sels := checkAttested(t, a, certSelectors...)
+		if want := "spiffe://example.org/spire/agent/tpm/" + good.EKHash; a.SPIFFEID != want {
+			t.Errorf("agent ID %s, want %s (SHA-256 of the EK the harness read)", a.SPIFFEID, want)
+		}
 		if sels["secureboot"] != "enabled" {
 			t.Errorf("secureboot selector %q, want enabled (SecureBoot=1 was measured)", sels["secureboot"])
 		}
@@ -166,6 +174,47 @@ func TestEKTrust(t *testing.T) {
 	})
 }
 
+// TestEKAllowlist: with ek_policy = "allowlist" an EK whose hash is listed
+// attests although no CA is trusted at all; an unlisted one is refused.
+func TestEKAllowlist(t *testing.T) {
+	env, ctx := newEnv(t)
+	listed, err := env.NewNode(ctx, "listed-node", demo.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlisted, err := env.NewNode(ctx, "unlisted-node", demo.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowlist := filepath.Join(env.LogDir, "ek-allowlist.txt")
+	if err := os.WriteFile(allowlist, []byte("# EKs allowed to attest\n"+listed.EKHash+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKPolicy: "allowlist", EKHashAllowlist: allowlist})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := env.Attest(ctx, srv, listed, demo.AgentOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAttested(t, a)
+	if v, ok := demo.Selector(a.Selectors, "manufacturer"); ok {
+		t.Logf("note: manufacturer selector %q without a verified EK certificate", v)
+	}
+	if !strings.HasSuffix(a.SPIFFEID, "/"+listed.EKHash) {
+		t.Errorf("agent ID %s is not for the listed EK %s", a.SPIFFEID, listed.EKHash)
+	}
+	_, err = env.Attest(ctx, srv, unlisted, demo.AgentOptions{})
+	var r *demo.RefusedError
+	if !errors.As(err, &r) {
+		t.Fatalf("unlisted EK: want a refusal, got %v", err)
+	}
+	if !strings.Contains(r.Line, "ek_not_admitted") {
+		t.Errorf("refusal does not say the EK is not admitted: %s", r.Line)
+	}
+}
+
 // TestRSAAK: an RSA attestation key (ak_algorithm = "rsa") on an RSA EK,
 // booted with Secure Boot off.
 func TestRSAAK(t *testing.T) {
@@ -182,7 +231,7 @@ func TestRSAAK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sels := checkAttested(t, a); sels["secureboot"] != "disabled" {
+	if sels := checkAttested(t, a, certSelectors...); sels["secureboot"] != "disabled" {
 		t.Errorf("secureboot selector %q, want disabled (SecureBoot=0 was measured)", sels["secureboot"])
 	}
 }
@@ -206,7 +255,7 @@ func TestECCEK(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	checkAttested(t, a)
+	checkAttested(t, a, certSelectors...)
 }
 
 // unsupported finds, in the agent's log, a line saying the EK kind is not
