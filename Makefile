@@ -1,8 +1,8 @@
 # tpmid: make build | test | demo | fuzz | bench | deps
 #
 # `make test` runs every test (unit, plugin, simulator, swtpm, integration);
-# it first makes sure swtpm and SPIRE are there (`make deps`). The simulator
-# tests need cgo, so CGO_ENABLED=1 and a C compiler.
+# it first makes sure swtpm, a C compiler and SPIRE are there (`make deps`).
+# The simulator tests need cgo: `make test` sets CGO_ENABLED=1.
 
 GO        ?= go
 BIN       ?= bin
@@ -10,7 +10,6 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 # Integration tests start real spire-server/agent processes and swtpm.
 TEST_TIMEOUT ?= 20m
-export CGO_ENABLED = 1
 
 SPIRE_VERSION ?= v1.13.3
 export SPIRE_VERSION
@@ -22,18 +21,24 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/tpmid ./cmd/tpmid-server-plugin ./cmd/tpmid-agent-plugin
 
-# deps: swtpm + swtpm-tools + tpm2-tools (apt-get, only if missing; sudo when
-# not root) and spire-server/spire-agent $(SPIRE_VERSION) built into .cache.
+# deps: swtpm + swtpm-tools + tpm2-tools, and a C compiler (the simulator
+# tests and SPIRE's sqlite3 driver use cgo), with apt-get only if missing
+# (sudo when not root); then spire-server/spire-agent $(SPIRE_VERSION) built
+# into .cache.
 deps: swtpm spire
 
 swtpm:
-	@if command -v swtpm >/dev/null && command -v swtpm_setup >/dev/null; then \
-		echo "swtpm: $$(command -v swtpm)"; \
-	else \
+	@need=""; \
+	command -v swtpm >/dev/null && command -v swtpm_setup >/dev/null || need="swtpm swtpm-tools"; \
+	command -v tpm2_pcrread >/dev/null || need="$$need tpm2-tools"; \
+	command -v $${CC:-cc} >/dev/null || command -v gcc >/dev/null || need="$$need gcc libc6-dev"; \
+	if [ -n "$$need" ]; then \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		echo "swtpm: installing swtpm swtpm-tools tpm2-tools with apt-get"; \
+		echo "deps: apt-get install$$need"; \
 		$$sudo apt-get update -q && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends swtpm swtpm-tools tpm2-tools; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need; \
+	else \
+		echo "swtpm: $$(command -v swtpm)"; \
 	fi
 
 spire:
@@ -43,7 +48,7 @@ spire:
 # -count=1: they build the plugins and run SPIRE in subprocesses, which Go's
 # test cache cannot see, so a cached "ok" could hide a broken plugin.
 test: deps
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: everything but test/integration, no deps needed.
 unit:

@@ -87,6 +87,16 @@ func run() int {
 		return fail(err)
 	}
 	if _, err := demo.FindSPIRE(root); err != nil {
+		if demo.MissingCC() {
+			if err := stepRun(step, "install a C compiler (SPIRE's sqlite3 driver uses cgo)", func() error {
+				if *noInstall {
+					return fmt.Errorf("no C compiler: apt-get install %s", strings.Join(demo.CCPackages, " "))
+				}
+				return demo.InstallPackages(ctx, filepath.Join(logDir, "apt.log"), demo.CCPackages...)
+			}); err != nil {
+				return fail(err)
+			}
+		}
 		fmt.Println("  ..     building SPIRE " + demo.SPIREVersion + " into .cache (cold: about 10 minutes, once)")
 	}
 	env, err := demo.New(ctx, demo.Config{LogDir: logDir, Root: root, BuildSPIRE: true, Step: step})

@@ -148,6 +148,23 @@ func MissingSwtpm() []string {
 	return missing
 }
 
+// CCPackages provide the C compiler that SPIRE's sqlite3 driver (cgo)
+// needs when SPIRE is built.
+var CCPackages = []string{"gcc", "libc6-dev"}
+
+// MissingCC reports whether there is no C compiler on PATH.
+func MissingCC() bool {
+	for _, c := range []string{os.Getenv("CC"), "cc", "gcc"} {
+		if c == "" {
+			continue
+		}
+		if _, err := exec.LookPath(c); err == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // InstallSwtpm installs the swtpm packages with apt-get when swtpm or
 // swtpm_setup is missing (through sudo unless running as root). It returns
 // whether it installed anything.
@@ -155,27 +172,32 @@ func InstallSwtpm(ctx context.Context, logPath string) (bool, error) {
 	if len(MissingSwtpm()) == 0 {
 		return false, nil
 	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return false, fmt.Errorf("swtpm is not installed and apt-get is not available: install %s by hand", strings.Join(SwtpmPackages, " "))
-	}
-	var prefix []string
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("sudo"); err != nil {
-			return false, errors.New("swtpm is not installed and this is not root and there is no sudo")
-		}
-		prefix = []string{"sudo"}
-	}
-	if err := runLogged(ctx, logPath, append(prefix, "apt-get", "update", "-q")...); err != nil {
-		return false, err
-	}
-	args := append(append(prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends"), SwtpmPackages...)
-	if err := runLogged(ctx, logPath, args...); err != nil {
+	if err := InstallPackages(ctx, logPath, SwtpmPackages...); err != nil {
 		return false, err
 	}
 	if m := MissingSwtpm(); len(m) > 0 {
 		return true, fmt.Errorf("still missing after apt-get install: %s", strings.Join(m, ", "))
 	}
 	return true, nil
+}
+
+// InstallPackages runs apt-get install for pkgs (through sudo unless root).
+func InstallPackages(ctx context.Context, logPath string, pkgs ...string) error {
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return fmt.Errorf("apt-get is not available: install %s by hand", strings.Join(pkgs, " "))
+	}
+	var prefix []string
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("sudo"); err != nil {
+			return fmt.Errorf("%s must be installed, and this is not root and there is no sudo", strings.Join(pkgs, " "))
+		}
+		prefix = []string{"sudo"}
+	}
+	if err := runLogged(ctx, logPath, append(prefix, "apt-get", "update", "-q")...); err != nil {
+		return err
+	}
+	args := append(append(prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends"), pkgs...)
+	return runLogged(ctx, logPath, args...)
 }
 
 // runLogged runs a command in the foreground (sudo may ask for a password on
