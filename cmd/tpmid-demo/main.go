@@ -30,7 +30,7 @@ func run() int {
 		logs       = flag.String("logs", "", "folder for every config, state and log (default demo-logs/<time> in the checkout)")
 		secureBoot = flag.Bool("secureboot", true, "measure SecureBoot=1 (false: SecureBoot=0) into PCR7")
 		akAlg      = flag.String("ak", "", "ak_algorithm for the agent plugin: ecdsa or rsa (default: the plugin's)")
-		ecc        = flag.Bool("ecc", false, "make the swtpm's EK an ECC key (ek_algorithm = ecc)")
+		ecc        = flag.Bool("ecc", false, "ask for an ECC EK (ek_algorithm = ecc); swtpm 0.7 only has a P-384 one, which tpmid does not support yet, so the agent fails and says so")
 		noInstall  = flag.Bool("no-install", false, "do not apt-get install swtpm when it is missing")
 	)
 	flag.Parse()
