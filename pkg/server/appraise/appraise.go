@@ -84,6 +84,27 @@ func AdmitEK(p EKPolicy, certErr error, allowlisted bool) error {
 	return fmt.Errorf("%w: unknown policy %q", ErrEKNotAdmitted, p)
 }
 
+// ErrWeakQuote is the reason a verified quote is still refused.
+var ErrWeakQuote = errors.New("quote uses a weak algorithm")
+
+// CheckQuoteStrength refuses a quote signed with a hash weaker than SHA-256
+// or by an RSA key under 2048 bits, whatever bank it covers: the signature
+// is what binds the PCR values, so a SHA-1 signature makes even a SHA-256
+// bank forgeable by collision. weak is verify.QuoteFacts.Weak; a SHA-1 bank
+// is allowed here because the operator asked for it in pcr_banks.
+func CheckQuoteStrength(weak []string) error {
+	var bad []string
+	for _, w := range weak {
+		if !strings.HasPrefix(w, "pcr bank ") {
+			bad = append(bad, w)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %s", ErrWeakQuote, strings.Join(bad, ", "))
+	}
+	return nil
+}
+
 // Allowlist is a set of EK hashes (lowercase hex SHA-256 of the EK's PKIX DER).
 type Allowlist map[string]struct{}
 

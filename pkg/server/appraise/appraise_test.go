@@ -83,3 +83,27 @@ func FuzzParseAllowlist(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckQuoteStrength(t *testing.T) {
+	tests := []struct {
+		weak []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"pcr bank sha1"}, ""},
+		{[]string{"signature hash sha1"}, "signature hash sha1"},
+		{[]string{"pcr bank sha1", "signature hash sha1", "rsa key 1024 bits"}, "signature hash sha1, rsa key 1024 bits"},
+	}
+	for _, tt := range tests {
+		err := CheckQuoteStrength(tt.weak)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%v: refused: %v", tt.weak, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrWeakQuote) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "pcr bank") {
+			t.Errorf("%v: err = %v, want %q", tt.weak, err, tt.want)
+		}
+	}
+}

@@ -53,6 +53,7 @@ const (
 	ReasonEventLogMissing verify.Reason = "eventlog_missing"
 	ReasonEventLog        verify.Reason = "eventlog_invalid"
 	ReasonAKCreation      verify.Reason = "ak_creation"
+	ReasonQuoteWeak       verify.Reason = "quote_weak"
 	ReasonActivationProof verify.Reason = "activation_proof"
 )
 
@@ -214,6 +215,9 @@ func (s *Session) Finish(evidenceRaw []byte) (*Result, error) {
 		}
 		if err := verify.CheckSelection(facts, bank, want); err != nil {
 			return nil, err
+		}
+		if err := appraise.CheckQuoteStrength(facts.Weak); err != nil {
+			return nil, &verify.Error{Reason: ReasonQuoteWeak, Err: fmt.Errorf("quote over bank %s: %w", sel.Bank, err)}
 		}
 		for _, idx := range want {
 			v, _ := values.Get(bank, idx)

@@ -1,6 +1,8 @@
 package session_test
 
 import (
+	"bytes"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/common/tpm"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
@@ -483,4 +486,141 @@ func BenchmarkAttestation(b *testing.B) {
 			b.ReportMetric(float64(commands)/float64(b.N), "tpm-cmds/op")
 		})
 	}
+}
+
+// TestECCEndorsementKey: whole attestations with the EK certificate in NV
+// (provisioned as a manufacturer does), for the RSA 2048 and the ECC P-256
+// EK, with ECDSA and RSA AKs. The agent picks its EK by default (ECC when
+// it has a certificate), the server makes the credential with
+// go-attestation (an ECDH seed for the ECC EK).
+func TestECCEndorsementKey(t *testing.T) {
+	for _, ekAlg := range []tpm.EKAlg{tpm.EKRSA, tpm.EKECC} {
+		t.Run("ek="+string(ekAlg), func(t *testing.T) {
+			m := testmachine.NewWith(t, testmachine.Options{EK: ekAlg})
+			if m.EKCertPath != "" {
+				t.Fatalf("EK certificate in a file (%s), want it in NV only", m.EKCertPath)
+			}
+			ek, err := m.TPM.EK(ekAlg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantHash, err := verify.EKHash(ek.Public)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wantHash != m.EKHash {
+				t.Fatalf("testmachine EKHash %s, want the %s EK's %s", m.EKHash, ekAlg, wantHash)
+			}
+			for _, akAlg := range []tpm.AKAlg{tpm.AKECDSA, tpm.AKRSA} {
+				t.Run("ak="+string(akAlg), func(t *testing.T) {
+					f := &fixture{Machine: m, cfg: agent.Config{AKAlgorithm: akAlg, Hostname: "node-1"}}
+					p := f.policy(t, appraise.EKPolicyCert, m.TrustDir)
+					res, err := run(t, f, p, hooks{hello: func(t *testing.T, h *wire.Hello) {
+						if !bytes.Equal(h.EK.Public, ek.PublicDER) || !bytes.Equal(h.EK.Certificate, m.EKCertDER) {
+							t.Errorf("hello carries another EK or certificate than the %s EK with its NV certificate", ekAlg)
+						}
+					}})
+					if err != nil {
+						t.Fatalf("attestation refused: %v", err)
+					}
+					wantID := "spiffe://example.org/spire/agent/tpm/" + wantHash
+					if res.AgentID.String() != wantID {
+						t.Errorf("agent ID = %s, want %s", res.AgentID, wantID)
+					}
+					for _, want := range []string{"pub_hash:" + wantHash, "ek_hash:" + wantHash, "manufacturer:id:53494D55", "model:id:00000001", "version:id:00020000", "ek_issuer:tpmid test EK root"} {
+						if !contains(res.Selectors, want) {
+							t.Errorf("selectors %v lack %q", res.Selectors, want)
+						}
+					}
+					if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
+						t.Errorf("handles left loaded: %v %v", h, err)
+					}
+				})
+			}
+		})
+	}
+
+	// Wrong EK: the TPM holds both EKs, both with trusted certificates.
+	// The agent uses one EK but its hello claims the other (key and
+	// certificate swapped), so the server admits the claimed EK and makes
+	// the credential for it. TPM2_ActivateCredential with the EK the agent
+	// really uses fails (the encrypted seed is for another key, here even
+	// of another type), so the agent cannot answer: that is what happens,
+	// and it is asserted (tpm.ErrActivation). A lying agent that answers
+	// anyway (real quotes, guessed proof) is refused with
+	// activation_proof, the first check of Finish.
+	t.Run("wrong EK", func(t *testing.T) {
+		m := testmachine.NewWith(t, testmachine.Options{EK: tpm.EKECC})
+		if err := m.TPM.ProvisionEKCertificate(tpm.EKRSA, func(pub crypto.PublicKey) ([]byte, error) {
+			return m.CA.IssueEK(pub, "id:53494D55", "id:00000001", "id:00020000")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ uses, claims tpm.EKAlg }{{tpm.EKRSA, tpm.EKECC}, {tpm.EKECC, tpm.EKRSA}} {
+			t.Run("uses "+string(tc.uses)+" claims "+string(tc.claims), func(t *testing.T) {
+				claimed, err := m.TPM.EK(tc.claims)
+				if err != nil || claimed.CertDER == nil {
+					t.Fatalf("EK(%s) = %v (certificate: %v)", tc.claims, err, claimed != nil && claimed.CertDER != nil)
+				}
+				f := &fixture{Machine: m, cfg: agent.Config{EKAlgorithm: tc.uses, Hostname: "node-1"}}
+				p := f.policy(t, appraise.EKPolicyCert, m.TrustDir)
+				as, helloRaw, err := agent.BeginWith(m.TPM, f.cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer as.Close()
+				var hello wire.Hello
+				if err := json.Unmarshal(helloRaw, &hello); err != nil {
+					t.Fatal(err)
+				}
+				hello.EK.Public, hello.EK.Certificate = claimed.PublicDER, claimed.CertDER
+				if helloRaw, err = wire.Encode(hello); err != nil {
+					t.Fatal(err)
+				}
+				ss, challenge, err := session.Start(p, helloRaw)
+				if err != nil {
+					t.Fatalf("server refused the claimed (trusted) EK before the challenge: %v", err)
+				}
+				_, err = as.Respond(challenge)
+				if !errors.Is(err, tpm.ErrActivation) {
+					t.Fatalf("agent Respond = %v, want tpm.ErrActivation", err)
+				}
+				t.Logf("agent: %v", err)
+
+				// The lying agent: real quotes for a challenge stripped
+				// of its credential, and a proof from a guessed secret.
+				var ch wire.Challenge
+				if err := json.Unmarshal(challenge, &ch); err != nil {
+					t.Fatal(err)
+				}
+				ch.Credential = nil
+				stripped, err := wire.Encode(ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				evRaw, err := as.Respond(stripped)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ev wire.Evidence
+				if err := json.Unmarshal(evRaw, &ev); err != nil {
+					t.Fatal(err)
+				}
+				ev.ActivationProof = wire.ActivationProof(make([]byte, 32), helloRaw, challenge)
+				if evRaw, err = wire.Encode(ev); err != nil {
+					t.Fatal(err)
+				}
+				res, err := ss.Finish(evRaw)
+				if err == nil {
+					t.Fatalf("admitted as %s", res.AgentID)
+				}
+				if verify.ReasonOf(err) != session.ReasonActivationProof {
+					t.Fatalf("err = %v, want %s", err, session.ReasonActivationProof)
+				}
+				if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
+					t.Errorf("handles left loaded after the failed activation: %v %v", h, err)
+				}
+			})
+		}
+	})
 }
