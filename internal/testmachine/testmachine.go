@@ -7,6 +7,7 @@ package testmachine
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"os"
 	"path/filepath"
@@ -24,23 +25,44 @@ import (
 type Machine struct {
 	TPM        *tpm.TPM // nil for swtpm machines: open Device instead
 	Device     string   // the tpm_device setting that reaches this TPM
+	EKAlg      tpm.EKAlg
 	EKHash     string
-	EKCertPath string // the EK certificate, DER
-	TrustDir   string // an ek_ca_bundle that trusts the EK's CA
-	OtherDir   string // an ek_ca_bundle that trusts another CA only
-	LogPath    string // the event log the TPM's config reads
-	OtherLog   []byte // a log of another boot: it does not replay here
+	EKCertPath string     // the EK certificate, DER; empty when it is in NV
+	EKCertDER  []byte     // the EK certificate
+	CA         *testca.CA // the EK's CA; nil for swtpm machines
+	TrustDir   string     // an ek_ca_bundle that trusts the EK's CA (CA)
+	OtherDir   string     // an ek_ca_bundle that trusts another CA only
+	LogPath    string     // the event log the TPM's config reads
+	OtherLog   []byte     // a log of another boot: it does not replay here
 }
 
-// New boots a machine; everything is cleaned up with the test.
+// Options shape a simulated machine.
+type Options struct {
+	// EK "" keeps the simulator as it is (an RSA EK without certificate in
+	// NV) and writes the RSA EK's certificate to EKCertPath, for the
+	// agent's ek_certificate_path. tpm.EKRSA or tpm.EKECC provision that
+	// EK's certificate into its TCG NV index instead
+	// (tpm.ProvisionEKCertificate), as a manufacturer does; EKCertPath is
+	// then empty and the agent finds the certificate itself.
+	EK tpm.EKAlg
+}
+
+// New boots a machine whose EK certificate is in a file (EKCertPath);
+// everything is cleaned up with the test.
 func New(t testing.TB) *Machine {
+	t.Helper()
+	return NewWith(t, Options{})
+}
+
+// NewWith boots a simulated machine shaped by opt; everything is cleaned up
+// with the test.
+func NewWith(t testing.TB, opt Options) *Machine {
 	t.Helper()
 	dir := t.TempDir()
 	m := &Machine{
-		LogPath:    filepath.Join(dir, "binary_bios_measurements"),
-		EKCertPath: filepath.Join(dir, "ek.der"),
-		TrustDir:   filepath.Join(dir, "trusted"),
-		OtherDir:   filepath.Join(dir, "other"),
+		LogPath:  filepath.Join(dir, "binary_bios_measurements"),
+		TrustDir: filepath.Join(dir, "trusted"),
+		OtherDir: filepath.Join(dir, "other"),
 	}
 	tp, err := tpm.Open(tpm.Config{Device: "simulator", EventLogPath: m.LogPath})
 	if err != nil {
@@ -51,30 +73,51 @@ func New(t testing.TB) *Machine {
 
 	m.OtherLog = Boot(t, tp, m.LogPath)
 
-	ek, err := tp.EK("")
-	if err != nil {
-		t.Fatalf("EK: %v", err)
-	}
-	if m.EKHash, err = verify.EKHash(ek.Public); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := testca.New("tpmid test EK root")
-	if err != nil {
+	if m.CA, err = testca.New("tpmid test EK root"); err != nil {
 		t.Fatal(err)
 	}
 	otherCA, err := testca.New("someone else's EK root")
 	if err != nil {
 		t.Fatal(err)
 	}
-	certDER, err := ca.IssueEK(ek.Public, "id:53494D55", "id:00000001", "id:00020000")
-	if err != nil {
+	issue := func(pub crypto.PublicKey) ([]byte, error) {
+		return m.CA.IssueEK(pub, "id:53494D55", "id:00000001", "id:00020000")
+	}
+	var ek *tpm.EK
+	switch opt.EK {
+	case tpm.EKAuto:
+		if ek, err = tp.EK(""); err != nil {
+			t.Fatalf("EK: %v", err)
+		}
+		if m.EKCertDER, err = issue(ek.Public); err != nil {
+			t.Fatal(err)
+		}
+		m.EKCertPath = filepath.Join(dir, "ek.der")
+		if err := os.WriteFile(m.EKCertPath, m.EKCertDER, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	case tpm.EKRSA, tpm.EKECC:
+		if err := tp.ProvisionEKCertificate(opt.EK, issue); err != nil {
+			t.Fatalf("provisioning the %s EK certificate: %v", opt.EK, err)
+		}
+		if ek, err = tp.EK(opt.EK); err != nil {
+			t.Fatalf("EK(%s): %v", opt.EK, err)
+		}
+		if ek.CertDER == nil {
+			t.Fatalf("EK(%s) has no certificate after provisioning", opt.EK)
+		}
+		m.EKCertDER = ek.CertDER
+	default:
+		t.Fatalf("testmachine: EK algorithm %q", opt.EK)
+	}
+	m.EKAlg = ek.Alg
+	if m.EKHash, err = verify.EKHash(ek.Public); err != nil {
 		t.Fatal(err)
 	}
 	for _, err := range []error{
-		os.WriteFile(m.EKCertPath, certDER, 0o600),
 		os.MkdirAll(m.TrustDir, 0o700),
 		os.MkdirAll(m.OtherDir, 0o700),
-		ca.WritePEM(filepath.Join(m.TrustDir, "root.pem")),
+		m.CA.WritePEM(filepath.Join(m.TrustDir, "root.pem")),
 		otherCA.WritePEM(filepath.Join(m.OtherDir, "root.pem")),
 	} {
 		if err != nil {
@@ -151,6 +194,7 @@ func NewSwtpm(t testing.TB, opt swtpm.Options) *Machine {
 	if err != nil {
 		t.Fatalf("EK: %v", err)
 	}
+	m.EKAlg, m.EKCertDER = ek.Alg, ek.CertDER
 	if m.EKHash, err = verify.EKHash(ek.Public); err != nil {
 		t.Fatal(err)
 	}

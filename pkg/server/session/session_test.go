@@ -3,6 +3,10 @@ package session_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -541,14 +545,16 @@ func TestECCEndorsementKey(t *testing.T) {
 	}
 
 	// Wrong EK: the TPM holds both EKs, both with trusted certificates.
-	// The agent uses one EK but its hello claims the other (key and
-	// certificate swapped), so the server admits the claimed EK and makes
-	// the credential for it. TPM2_ActivateCredential with the EK the agent
-	// really uses fails (the encrypted seed is for another key, here even
-	// of another type), so the agent cannot answer: that is what happens,
-	// and it is asserted (tpm.ErrActivation). A lying agent that answers
-	// anyway (real quotes, guessed proof) is refused with
-	// activation_proof, the first check of Finish.
+	// The agent uses one EK but its hello claims another (key and
+	// certificate swapped: the same TPM's other EK, or a P-256 key
+	// elsewhere whose certificate was stolen), so the server admits the
+	// claimed EK and makes the credential for it. TPM2_ActivateCredential
+	// with the EK the agent really uses fails (TPM_RC_SIZE on the seed when
+	// the claimed EK is of the other type, TPM_RC_INTEGRITY on the
+	// credential for another key of the same type), so the agent cannot
+	// answer: that is what happens, and it is asserted (tpm.ErrActivation).
+	// A lying agent that answers anyway (real quotes, guessed proof) is
+	// refused with activation_proof, the first check of Finish.
 	t.Run("wrong EK", func(t *testing.T) {
 		m := testmachine.NewWith(t, testmachine.Options{EK: tpm.EKECC})
 		if err := m.TPM.ProvisionEKCertificate(tpm.EKRSA, func(pub crypto.PublicKey) ([]byte, error) {
@@ -556,11 +562,43 @@ func TestECCEndorsementKey(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		for _, tc := range []struct{ uses, claims tpm.EKAlg }{{tpm.EKRSA, tpm.EKECC}, {tpm.EKECC, tpm.EKRSA}} {
-			t.Run("uses "+string(tc.uses)+" claims "+string(tc.claims), func(t *testing.T) {
-				claimed, err := m.TPM.EK(tc.claims)
-				if err != nil || claimed.CertDER == nil {
-					t.Fatalf("EK(%s) = %v (certificate: %v)", tc.claims, err, claimed != nil && claimed.CertDER != nil)
+		// A stolen certificate: another P-256 key (not in this TPM) with a
+		// certificate from the trusted CA.
+		stolen, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stolenCert, err := m.CA.IssueEK(stolen.Public(), "id:53494D55", "id:00000001", "id:00020000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stolenDER, err := x509.MarshalPKIXPublicKey(stolen.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := func(alg tpm.EKAlg) (pub, cert []byte) {
+			ek, err := m.TPM.EK(alg)
+			if err != nil || ek.CertDER == nil {
+				t.Fatalf("EK(%s) = %v (certificate: %v)", alg, err, ek != nil && ek.CertDER != nil)
+			}
+			return ek.PublicDER, ek.CertDER
+		}
+		for _, tc := range []struct {
+			name          string
+			uses          tpm.EKAlg
+			claimPub, crt []byte
+		}{
+			{name: "uses rsa claims this TPM's ecc EK", uses: tpm.EKRSA},
+			{name: "uses ecc claims this TPM's rsa EK", uses: tpm.EKECC},
+			{name: "uses ecc claims another P-256 key", uses: tpm.EKECC, claimPub: stolenDER, crt: stolenCert},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if tc.claimPub == nil {
+					claims := tpm.EKECC
+					if tc.uses == tpm.EKECC {
+						claims = tpm.EKRSA
+					}
+					tc.claimPub, tc.crt = other(claims)
 				}
 				f := &fixture{Machine: m, cfg: agent.Config{EKAlgorithm: tc.uses, Hostname: "node-1"}}
 				p := f.policy(t, appraise.EKPolicyCert, m.TrustDir)
@@ -573,7 +611,7 @@ func TestECCEndorsementKey(t *testing.T) {
 				if err := json.Unmarshal(helloRaw, &hello); err != nil {
 					t.Fatal(err)
 				}
-				hello.EK.Public, hello.EK.Certificate = claimed.PublicDER, claimed.CertDER
+				hello.EK.Public, hello.EK.Certificate = tc.claimPub, tc.crt
 				if helloRaw, err = wire.Encode(hello); err != nil {
 					t.Fatal(err)
 				}
@@ -617,8 +655,11 @@ func TestECCEndorsementKey(t *testing.T) {
 				if verify.ReasonOf(err) != session.ReasonActivationProof {
 					t.Fatalf("err = %v, want %s", err, session.ReasonActivationProof)
 				}
+				if err := as.Close(); err != nil {
+					t.Fatal(err)
+				}
 				if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
-					t.Errorf("handles left loaded after the failed activation: %v %v", h, err)
+					t.Errorf("handles left loaded after the failed activation and closing the AK: %v %v", h, err)
 				}
 			})
 		}

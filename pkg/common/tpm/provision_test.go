@@ -1,0 +1,192 @@
+package tpm
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"testing"
+
+	"github.com/google/go-attestation/attest"
+	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
+
+	"github.com/tpmid/tpmid/internal/testca"
+)
+
+// issuer returns an issue function for ProvisionEKCertificate that records
+// the DER it returns and the key it was called with.
+func issuer(t *testing.T, ca *testca.CA, der *[]byte, got *crypto.PublicKey) func(crypto.PublicKey) ([]byte, error) {
+	return func(pub crypto.PublicKey) ([]byte, error) {
+		*got = pub
+		d, err := ca.IssueEK(pub, "id:53494D55", "id:00000001", "id:00020000")
+		*der = d
+		return d, err
+	}
+}
+
+func TestSimulatorProvisionEKCertificate(t *testing.T) {
+	tp := openSim(t)
+	ca, err := testca.New("provisioning test root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaBefore, err := tp.EK(EKRSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// ECC first: EK("") then prefers it.
+	var eccDER []byte
+	var eccPub crypto.PublicKey
+	if err := tp.ProvisionEKCertificate(EKECC, issuer(t, ca, &eccDER, &eccPub)); err != nil {
+		t.Fatalf("ProvisionEKCertificate(ecc): %v", err)
+	}
+	if k, ok := eccPub.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
+		t.Fatalf("issue got %T, want a P-256 key", eccPub)
+	}
+	for _, alg := range []EKAlg{EKAuto, EKECC} {
+		ek, err := tp.EK(alg)
+		if err != nil {
+			t.Fatalf("EK(%q) after provisioning ECC: %v", alg, err)
+		}
+		if ek.Alg != EKECC || !bytes.Equal(ek.CertDER, eccDER) || !samePublic(ek.Public, eccPub) {
+			t.Errorf("EK(%q) = %s with %d-byte certificate, want the provisioned ECC EK and certificate", alg, ek.Alg, len(ek.CertDER))
+		}
+	}
+	ek, err := tp.EK(EKRSA)
+	if err != nil {
+		t.Fatalf("EK(rsa) after provisioning ECC: %v", err)
+	}
+	if ek.CertDER != nil || !samePublic(ek.Public, rsaBefore.Public) {
+		t.Errorf("EK(rsa) changed after provisioning ECC")
+	}
+
+	// The ECC EK activates a credential made by go-attestation's server
+	// side (ECDH seed), for ECDSA and RSA AKs.
+	eccEK, err := tp.EK(EKECC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, akAlg := range []AKAlg{AKECDSA, AKRSA} {
+		activate(t, tp, eccEK, akAlg)
+	}
+
+	// Then RSA: both are visible, ECC still preferred.
+	var rsaDER []byte
+	var rsaPub crypto.PublicKey
+	if err := tp.ProvisionEKCertificate(EKRSA, issuer(t, ca, &rsaDER, &rsaPub)); err != nil {
+		t.Fatalf("ProvisionEKCertificate(rsa): %v", err)
+	}
+	if !samePublic(rsaPub, rsaBefore.Public) {
+		t.Error("the RSA EK provisioned is not the one EK(rsa) recreated from the default template")
+	}
+	for alg, want := range map[EKAlg][]byte{EKAuto: eccDER, EKECC: eccDER, EKRSA: rsaDER} {
+		ek, err := tp.EK(alg)
+		if err != nil {
+			t.Fatalf("EK(%q) after provisioning both: %v", alg, err)
+		}
+		if !bytes.Equal(ek.CertDER, want) {
+			t.Errorf("EK(%q) = %s, not the provisioned certificate", alg, ek.Alg)
+		}
+	}
+	eks, err := tp.at.EKCertificates()
+	if err != nil || len(eks) != 2 {
+		t.Errorf("go-attestation EKCertificates() = %d EKs, %v; want RSA and ECC", len(eks), err)
+	}
+	rsaEK, err := tp.EK(EKRSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	activate(t, tp, rsaEK, AKECDSA)
+
+	// Refusals change nothing.
+	for _, alg := range []EKAlg{EKRSA, EKECC} {
+		called := false
+		err := tp.ProvisionEKCertificate(alg, func(crypto.PublicKey) ([]byte, error) { called = true; return nil, nil })
+		if !errors.Is(err, ErrEKCertExists) || called {
+			t.Errorf("provisioning %s twice = %v (issue called: %v), want ErrEKCertExists before issuing", alg, err, called)
+		}
+	}
+	if err := tp.ProvisionEKCertificate(EKAuto, issuer(t, ca, new([]byte), new(crypto.PublicKey))); !errors.Is(err, ErrBadAlgorithm) {
+		t.Errorf("provisioning alg \"\" = %v, want ErrBadAlgorithm", err)
+	}
+	if h := loadedHandles(t, tp); len(h) != 0 {
+		t.Errorf("handles left loaded: %v", h)
+	}
+}
+
+func TestSimulatorProvisionEKCertificateRefusals(t *testing.T) {
+	tp := openSim(t)
+	ca, err := testca.New("provisioning test root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testca.New("a key that is not the EK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := ca.IssueEK(other.Key.Public(), "id:1", "id:1", "id:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, issue := range map[string]func(crypto.PublicKey) ([]byte, error){
+		"issuer fails":      func(crypto.PublicKey) ([]byte, error) { return nil, errors.New("CA offline") },
+		"another key":       func(crypto.PublicKey) ([]byte, error) { return good, nil },
+		"not a certificate": func(crypto.PublicKey) ([]byte, error) { return []byte{0x30, 0x03, 1, 2, 3}, nil },
+		"trailing bytes": func(p crypto.PublicKey) ([]byte, error) {
+			d, err := ca.IssueEK(p, "id:1", "id:1", "id:1")
+			return append(d, 0xff), err
+		},
+		"larger than bound": func(crypto.PublicKey) ([]byte, error) { return make([]byte, MaxEKCert+1), nil },
+		"empty certificate": func(crypto.PublicKey) ([]byte, error) { return nil, nil },
+	} {
+		for _, alg := range []EKAlg{EKRSA, EKECC} {
+			if err := tp.ProvisionEKCertificate(alg, issue); err == nil {
+				t.Errorf("%s, %s: provisioned", name, alg)
+			}
+		}
+	}
+	for _, idx := range []uint32{nvRSAEKCert, nvECCEKCert} {
+		if _, err := legacy.NVReadPublic(tp.ch, tpmutil.Handle(idx)); err == nil {
+			t.Errorf("NV index 0x%08x defined after refusals", idx)
+		}
+	}
+	if ek, err := tp.EK(""); err != nil || ek.Alg != EKRSA || ek.CertDER != nil {
+		t.Errorf("EK(\"\") after refusals = %v, %v; want the RSA EK without certificate", ek, err)
+	}
+	if h := loadedHandles(t, tp); len(h) != 0 {
+		t.Errorf("handles left loaded: %v", h)
+	}
+}
+
+// activate makes a credential for (ek, a new AK) with go-attestation's
+// server side and checks the TPM activates it.
+func activate(t *testing.T, tp *TPM, ek *EK, akAlg AKAlg) {
+	t.Helper()
+	ak, err := tp.NewAK(akAlg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ak.Close(tp)
+	p := ak.Params()
+	ap := attest.ActivationParameters{EK: ek.Public, AK: attest.AttestationParameters{
+		Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature,
+	}}
+	secret, cred, err := ap.Generate()
+	if err != nil {
+		t.Fatalf("Generate for the %s EK: %v", ek.Alg, err)
+	}
+	got, err := tp.Activate(ak, ek, cred.Credential, cred.Secret)
+	if err != nil {
+		t.Fatalf("Activate with the %s EK and a %s AK: %v", ek.Alg, akAlg, err)
+	}
+	if !bytes.Equal(got, secret) {
+		t.Errorf("Activate with the %s EK and a %s AK: wrong secret", ek.Alg, akAlg)
+	}
+	if _, ok := ek.Public.(*rsa.PublicKey); ok == (ek.Alg == EKECC) {
+		t.Errorf("EK %s has a %T key", ek.Alg, ek.Public)
+	}
+}
