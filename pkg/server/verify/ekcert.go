@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,9 @@ import (
 // MaxEKCertSize bounds ParseEKCert's input: EK certificate NV indices hold at
 // most a few KB (real ones are 0.7-2 KB, padded to 1600 bytes by some vendors).
 const MaxEKCertSize = 8192
+
+// maxTrustFiles bounds how many files a bundle directory may hold.
+const maxTrustFiles = 10000
 
 // maxTrustFileSize bounds each file LoadEKTrust reads.
 const maxTrustFileSize = 1 << 20
@@ -167,7 +171,7 @@ type EKTrust struct {
 var trustExts = []string{".pem", ".crt", ".cer", ".der"}
 
 // LoadEKTrust reads a PEM bundle file, or a directory of .pem/.crt/.cer/.der
-// files (PEM, possibly several blocks, or DER; not recursive). Self-signed
+// files (PEM, possibly several blocks, or DER; subdirectories included). Self-signed
 // certificates become roots, the others intermediates. Unparsable files, a
 // bundle without certificates, or one without any root are errors
 // (ReasonEKTrustConfig).
@@ -202,15 +206,24 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 	}
 	files := []string{path}
 	if st.IsDir() {
-		ents, err := os.ReadDir(path)
-		if err != nil {
-			return nil, failf(ReasonEKTrustConfig, "certificate bundle: %v", err)
-		}
+		// Vendor CA sets come as trees (one folder per manufacturer), so
+		// the directory is walked; the file count is bounded.
 		files = files[:0]
-		for _, e := range ents {
-			if !e.IsDir() && slices.Contains(trustExts, strings.ToLower(filepath.Ext(e.Name()))) {
-				files = append(files, filepath.Join(path, e.Name()))
+		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
 			}
+			if d.IsDir() || !slices.Contains(trustExts, strings.ToLower(filepath.Ext(p))) {
+				return nil
+			}
+			if len(files) == maxTrustFiles {
+				return fmt.Errorf("more than %d certificate files", maxTrustFiles)
+			}
+			files = append(files, p)
+			return nil
+		})
+		if err != nil {
+			return nil, failf(ReasonEKTrustConfig, "certificate bundle %s: %v", path, err)
 		}
 	}
 	var out []*x509.Certificate
