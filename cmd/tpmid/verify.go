@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -159,12 +158,10 @@ PCR digest over the quoted values.
 				}{r.Verified[facts.Bank], r.AtReset[facts.Bank], r.Unexplained[facts.Bank], r.Quirks}
 				// Secure Boot is read from PCR7 events: it means something
 				// only when PCR7 was quoted and replayed to the quote.
-				if slices.Contains(r.Verified[facts.Bank], 7) {
-					if sb, err := eventlog.SecureBoot(log); err != nil {
-						rep.SecureBoot = "unknown (" + err.Error() + ")"
-					} else {
-						rep.SecureBoot = sb.Mode.String()
-					}
+				if sb, err := eventlog.VerifiedSecureBoot(log, r); err != nil {
+					rep.SecureBoot = "unknown (" + err.Error() + ")"
+				} else {
+					rep.SecureBoot = sb.Mode.String()
 				}
 			}
 			out := cmd.OutOrStdout()

@@ -451,6 +451,44 @@ func TestSecureBootCases(t *testing.T) {
 	}
 }
 
+// TestVerifiedSecureBoot: the state counts only when PCR7 replayed to a
+// quoted value.
+func TestVerifiedSecureBoot(t *testing.T) {
+	b, _ := NewBuilder(pcrs.SHA256)
+	b.Extend(0, EvSeparator, []byte{0, 0, 0, 0})
+	b.Extend(7, EvEFIVariableDriverConf, EFIVariableData(EFIGlobalVariable, "SecureBoot", []byte{1}))
+	l, err := Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay, err := l.Replay()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		quoted []int
+		want   SecureBootMode
+	}{
+		{"PCR7 quoted", []int{0, 7}, SecureBootEnabled},
+		{"PCR7 not quoted", []int{0}, SecureBootUnknown},
+	} {
+		quoted := pcrs.Values{}
+		for _, i := range tc.quoted {
+			v, _ := replay.Get(pcrs.SHA256, i)
+			quoted.Set(pcrs.SHA256, i, v)
+		}
+		r, err := VerifyAgainst(l, quoted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := VerifiedSecureBoot(l, r)
+		if err != nil || st.Mode != tc.want {
+			t.Errorf("%s: mode %v, err %v; want %v", tc.name, st.Mode, err, tc.want)
+		}
+	}
+}
+
 func TestDecodeEventData(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -151,3 +151,15 @@ func digestsMatchData(e *Event) (bool, error) {
 	}
 	return true, nil
 }
+
+// VerifiedSecureBoot is SecureBoot for a log that VerifyAgainst tied to a
+// quote: the state comes from PCR7 events, so it is reported only when PCR7
+// replayed to a quoted value in some bank; otherwise the mode is Unknown.
+func VerifiedSecureBoot(l *Log, r *Replayed) (*SecureBootState, error) {
+	for _, idx := range r.Verified {
+		if slices.Contains(idx, 7) {
+			return SecureBoot(l)
+		}
+	}
+	return &SecureBootState{Mode: SecureBootUnknown, Event: -1}, nil
+}

@@ -248,9 +248,7 @@ func (s *Session) Finish(evidenceRaw []byte) (*Result, error) {
 				return nil, reject(ReasonEventLog, "quoted %s PCR(s) %v are not at their reset value but the event log never extends them", bank, idx)
 			}
 		}
-		// The Secure Boot state means something only when the quote covers
-		// PCR7, which binds the log's PCR7 events.
-		if sb, err := eventlog.SecureBoot(log); err == nil && sb.Mode != eventlog.SecureBootUnknown && coversPCR7(quoted) {
+		if sb, err := eventlog.VerifiedSecureBoot(log, replayed); err == nil && sb.Mode != eventlog.SecureBootUnknown {
 			s.facts.SecureBoot = sb.Mode.String()
 		}
 	}
@@ -274,15 +272,6 @@ func (p *Policy) rand() io.Reader {
 		return p.Rand
 	}
 	return rand.Reader
-}
-
-func coversPCR7(v pcrs.Values) bool {
-	for _, bank := range v {
-		if _, ok := bank[7]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
