@@ -63,14 +63,14 @@ func reject(r verify.Reason, format string, args ...any) error {
 
 // Session is one attestation in progress.
 type Session struct {
-	policy     *Policy
-	hello      *wire.Hello
-	helloRaw   []byte
-	challenge  []byte
-	secret     []byte
-	serverNonc []byte
-	ak         *verify.AKPublic
-	facts      appraise.Facts
+	policy      *Policy
+	hello       *wire.Hello
+	helloRaw    []byte
+	challenge   []byte
+	secret      []byte
+	serverNonce []byte
+	ak          *verify.AKPublic
+	facts       appraise.Facts
 }
 
 // Result is what an admitted agent gets.
@@ -128,13 +128,13 @@ func Start(p *Policy, helloRaw []byte) (*Session, []byte, error) {
 	}
 	s.secret = secret
 
-	s.serverNonc = make([]byte, wire.NonceSize)
-	if _, err := io.ReadFull(p.rand(), s.serverNonc); err != nil {
+	s.serverNonce = make([]byte, wire.NonceSize)
+	if _, err := io.ReadFull(p.rand(), s.serverNonce); err != nil {
 		return nil, nil, fmt.Errorf("server nonce: %w", err)
 	}
 	ch := wire.Challenge{
 		Version:          wire.Version,
-		Nonce:            s.serverNonc,
+		Nonce:            s.serverNonce,
 		Selections:       p.Selections,
 		EventLogRequired: p.RequireEventLog,
 		Credential:       &wire.Credential{Blob: cred.Credential, Secret: cred.Secret},
@@ -196,7 +196,7 @@ func (s *Session) Finish(evidenceRaw []byte) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	extra := wire.QuoteExtraData(s.serverNonc, s.hello.Nonce, s.helloRaw)
+	extra := wire.QuoteExtraData(s.serverNonce, s.hello.Nonce, s.helloRaw)
 	quoted := pcrs.Values{}
 	s.facts.PCRs = map[string]string{}
 	for _, sel := range p.Selections {
