@@ -11,20 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
 func realEventlogDir(t *testing.T) string {
 	t.Helper()
-	d := os.Getenv("TPMID_REAL_TESTDATA")
-	if d == "" {
-		d = filepath.Join("..", "..", "..", "shared", "testdata", "real")
-	}
-	if _, err := os.Stat(filepath.Join(d, "eventlogs")); err != nil {
-		t.Skipf("real TPM test data not found at %s (set TPMID_REAL_TESTDATA): %v", d, err)
-	}
-	return d
+	return realdata.Dir(t)
 }
 
 func runCmd(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {

@@ -11,17 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
-const verifyRealDir = "../../../shared/testdata/real"
-
 func verifyReal(t *testing.T, rel string) string {
 	t.Helper()
-	if _, err := os.Stat(verifyRealDir); err != nil {
-		t.Skipf("real TPM evidence not available at %s (%v): skipping", verifyRealDir, err)
-	}
-	return filepath.Join(verifyRealDir, rel)
+	return realdata.Path(t, rel)
 }
 
 // runVerify runs a fresh "tpmid verify ..." command tree (flag values of the

@@ -13,21 +13,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
-// realDir is the shared real-evidence tree, relative to this package
-// (repo root /work/main -> /work/shared/testdata/real). Never copied here.
+// realDir is the shared real-evidence tree; the test skips without it.
 func realDir(tb testing.TB) string {
 	tb.Helper()
-	d := os.Getenv("TPMID_REAL_TESTDATA")
-	if d == "" {
-		d = filepath.Join("..", "..", "..", "..", "shared", "testdata", "real")
-	}
-	if _, err := os.Stat(filepath.Join(d, "eventlogs")); err != nil {
-		tb.Skipf("real TPM test data not found at %s (set TPMID_REAL_TESTDATA): %v", d, err)
-	}
-	return d
+	return realdata.Dir(tb)
 }
 
 // realLogs returns every binary event log under the real tree, keyed by its

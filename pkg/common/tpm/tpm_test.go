@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-attestation/attest"
 
+	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
@@ -155,11 +156,11 @@ func TestTrimDER(t *testing.T) {
 	}
 }
 
-const realEKCerts = "/work/shared/testdata/real/ekcerts"
-
-// realCerts loads the real EK certificates (DER, possibly padded).
+// realCerts loads the real EK certificates (DER, possibly padded); the test
+// skips when the real evidence is absent.
 func realCerts(t testing.TB) map[string][]byte {
 	t.Helper()
+	realEKCerts := realdata.Path(t, "ekcerts")
 	out := map[string][]byte{}
 	err := filepath.WalkDir(realEKCerts, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -187,7 +188,7 @@ func realCerts(t testing.TB) map[string][]byte {
 func TestTrimDERRealCerts(t *testing.T) {
 	certs := realCerts(t)
 	if len(certs) == 0 {
-		t.Skipf("no files under %s", realEKCerts)
+		t.Skip("no files under the real ekcerts folder")
 	}
 	for name, b := range certs {
 		der, err := TrimDER(b)
@@ -205,12 +206,12 @@ func TestTrimDERRealCerts(t *testing.T) {
 }
 
 func FuzzTrimDER(f *testing.F) {
-	if _, err := os.Stat(realEKCerts); err == nil {
+	if _, err := realdata.Find(); err == nil {
 		for _, b := range realCerts(f) {
 			f.Add(b)
 		}
 	} else {
-		f.Logf("real EK certificates not present at %s; fuzzing from synthetic seeds only", realEKCerts)
+		f.Logf("real EK certificates not present (%v); fuzzing from synthetic seeds only", err)
 	}
 	f.Add([]byte{0x30, 0x02, 0x05, 0x00, 0xff})
 	f.Add([]byte{0x30, 0x82, 0x00})

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tpmid/tpmid/internal/realdata"
 )
 
-// realDir is the shared folder of real TPM evidence; tests that need it skip
-// when it is absent.
-const realDir = "../../../../shared/testdata/real"
+// realDir is the shared folder of real TPM evidence ("" when absent: the
+// tests then use synthetic structures only).
+var realDir, _ = realdata.Find()
 
 func validHello(t testing.TB) Hello {
 	t.Helper()

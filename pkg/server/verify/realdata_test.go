@@ -3,24 +3,18 @@ package verify
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
-// realDir holds the real TPM evidence (see its MANIFEST.md). It is read at
-// test time and never copied into the project.
-const realDir = "../../../../shared/testdata/real"
-
+// realPath is a file of the real TPM evidence; the test skips without it.
 func realPath(t testing.TB, rel string) string {
 	t.Helper()
-	if _, err := os.Stat(realDir); err != nil {
-		t.Skipf("real TPM evidence not available at %s (%v): skipping", realDir, err)
-	}
-	return filepath.Join(realDir, rel)
+	return realdata.Path(t, rel)
 }
 
 func readReal(t testing.TB, rel string) []byte {
