@@ -79,10 +79,9 @@ type replayedFile struct {
 	} `json:"logs"`
 }
 
-// TestRealLogsParse: every real log parses, with the format, banks and record
-// count the collector found.
-func TestRealLogsParse(t *testing.T) {
-	logs := realLogs(t)
+// loadReplayed reads the collector's independent replay of every real log.
+func loadReplayed(t *testing.T) replayedFile {
+	t.Helper()
 	var ref replayedFile
 	b, err := os.ReadFile(filepath.Join(realDir(t), "eventlogs", "REPLAYED_PCRS.json"))
 	if err != nil {
@@ -91,6 +90,14 @@ func TestRealLogsParse(t *testing.T) {
 	if err := json.Unmarshal(b, &ref); err != nil {
 		t.Fatal(err)
 	}
+	return ref
+}
+
+// TestRealLogsParse: every real log parses, with the format, banks and record
+// count the collector found.
+func TestRealLogsParse(t *testing.T) {
+	logs := realLogs(t)
+	ref := loadReplayed(t)
 	for _, name := range sortedKeys(logs) {
 		t.Run(name, func(t *testing.T) {
 			l, err := Parse(logs[name])
@@ -134,14 +141,7 @@ func TestRealLogsParse(t *testing.T) {
 // every bank including sha384 and sm3_256.
 func TestRealLogsReplayMatchesReference(t *testing.T) {
 	logs := realLogs(t)
-	var ref replayedFile
-	b, err := os.ReadFile(filepath.Join(realDir(t), "eventlogs", "REPLAYED_PCRS.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
+	ref := loadReplayed(t)
 	matchedLogs, total, matchedPCRs, totalPCRs := 0, 0, 0, 0
 	for _, name := range sortedKeys(ref.Logs) {
 		data, ok := logs[name]
