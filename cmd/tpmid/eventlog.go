@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -53,9 +52,7 @@ are what the log claims; they mean something only once they match a verified quo
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				return printJSON(out, struct {
 					Banks  pcrs.JSON `json:"banks"`
 					Events int       `json:"events"`
 				}{vals.ToJSON(), len(l.Events)})
@@ -143,9 +140,7 @@ func newEventlogShowCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(o)
+				return printJSON(out, o)
 			}
 			fmt.Fprintf(out, "format: %s, banks %v, %d events\n", o.Format, o.Banks, len(o.Events))
 			for _, e := range o.Events {

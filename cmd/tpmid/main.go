@@ -4,7 +4,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -15,6 +17,13 @@ var rootCmd = &cobra.Command{
 	Short:         "TPM-rooted machine identity: inspect and verify TPM evidence",
 	SilenceUsage:  true,
 	SilenceErrors: true,
+}
+
+// printJSON writes v as indented JSON, the --json form of every command.
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func main() {

@@ -166,9 +166,7 @@ PCR digest over the quoted values.
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return printJSON(out, rep)
 			}
 			fmt.Fprintf(out, "OK: quote verified: bank %s PCRs %v, signature hash %s, reset %d, restart %d, clock %d, safe %v, secure boot %s",
 				rep.Bank, rep.PCRs, rep.SignatureHash, rep.ResetCount, rep.RestartCount, rep.Clock, rep.Safe, rep.SecureBoot)
@@ -248,9 +246,7 @@ func newVerifyEKCertCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return printJSON(out, rep)
 			}
 			fmt.Fprintf(out, "OK: EK certificate chains to a trusted root\nmanufacturer: %s\nmodel: %s\nversion: %s\nissuer: %s\nek_hash: %s\n",
 				rep.Manufacturer, rep.Model, rep.Version, rep.Issuer, rep.EKHash)
