@@ -166,6 +166,29 @@ func TestAttestation(t *testing.T) {
 		}
 	})
 
+	t.Run("no event log when require_event_log is off", func(t *testing.T) {
+		p := *trusted
+		p.RequireEventLog = false
+		res, err := run(t, f, &p, hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+			e.EventLog = nil
+		}})
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		for _, sel := range res.Selectors {
+			if strings.HasPrefix(sel, "secureboot:") {
+				t.Errorf("secureboot selector %q without an event log", sel)
+			}
+		}
+		// A log that is sent is still checked.
+		_, err = run(t, f, &p, hooks{evidence: func(t *testing.T, f *fixture, s *agent.Session, e *wire.Evidence) {
+			e.EventLog = f.OtherLog
+		}})
+		if verify.ReasonOf(err) != session.ReasonEventLog {
+			t.Fatalf("err = %v, want %s", err, session.ReasonEventLog)
+		}
+	})
+
 	t.Run("allowlist admits without a certificate", func(t *testing.T) {
 		// The simulator has no EK certificate in NV; without
 		// ek_certificate_path the agent sends none.
