@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"encoding/pem"
 	"strings"
@@ -14,15 +13,7 @@ import (
 
 func TestEKCommand(t *testing.T) {
 	m := testmachine.NewSwtpm(t, swtpm.Options{})
-	run := func(args ...string) (string, error) {
-		cmd := newEKCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.Execute()
-		return out.String(), err
-	}
+	run := func(args ...string) (string, error) { return runCmd(t, newEKCmd(), args...) }
 
 	out, err := run("--tpm", m.Device, "--json", "--cert")
 	if err != nil {
