@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -99,7 +100,10 @@ type showOutput struct {
 	Events     []showEvent               `json:"events"`
 	SecureBoot *eventlog.SecureBootState `json:"secure_boot,omitempty"`
 	SBError    string                    `json:"secure_boot_error,omitempty"`
-	Quirks     []eventlog.Quirk          `json:"quirks"`
+	// DigestError names a record whose digest is not the hash of its data
+	// (eventlog.CheckDigests): the log contradicts itself.
+	DigestError string           `json:"digest_error,omitempty"`
+	Quirks      []eventlog.Quirk `json:"quirks"`
 }
 
 func newEventlogShowCmd() *cobra.Command {
@@ -131,12 +135,21 @@ func newEventlogShowCmd() *cobra.Command {
 				}
 				o.Events = append(o.Events, se)
 			}
+			dq, err := eventlog.CheckDigests(l)
+			if err != nil {
+				o.DigestError = err.Error()
+			}
+			o.Quirks = append(o.Quirks, dq...)
 			sb, err := eventlog.SecureBoot(l)
 			if err != nil {
 				o.SBError = err.Error()
 			} else {
 				o.SecureBoot = sb
-				o.Quirks = append(o.Quirks, sb.Quirks...)
+				for _, q := range sb.Quirks {
+					if !slices.Contains(o.Quirks, q) {
+						o.Quirks = append(o.Quirks, q)
+					}
+				}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -155,15 +168,19 @@ func newEventlogShowCmd() *cobra.Command {
 				fmt.Fprintf(out, "%4d PCR%-2s %-34s %6dB %s\n", e.Index, pcr, e.Type, e.Size, desc)
 			}
 			if sb != nil {
-				fmt.Fprintf(out, "secure boot: %s (variable digests verified: %v)\n", sb.Mode, sb.VariablesVerified)
-				if len(sb.DigestMismatches) > 0 {
-					fmt.Fprintf(out, "  PCR7 variable records whose digest is not the hash of their data: %v\n", sb.DigestMismatches)
+				fmt.Fprintf(out, "secure boot: %s", sb.Mode)
+				if sb.Why != "" {
+					fmt.Fprintf(out, " (%s)", sb.Why)
 				}
-				if len(sb.Malformed) > 0 {
-					fmt.Fprintf(out, "  malformed PCR7 authority records: %v\n", sb.Malformed)
+				fmt.Fprintln(out)
+				if len(sb.Authorities) > 0 {
+					fmt.Fprintf(out, "  PCR7 authority records: %v\n", sb.Authorities)
 				}
 			} else {
 				fmt.Fprintf(out, "secure boot: error: %s\n", o.SBError)
+			}
+			if o.DigestError != "" {
+				fmt.Fprintf(out, "TAMPERED: %s\n", o.DigestError)
 			}
 			printQuirks(out, o.Quirks)
 			return nil

@@ -187,26 +187,38 @@ func decode(typ EventType, data []byte, uintn int) (*Decoded, error) {
 // UnicodeNameLength and VariableDataLength (UINT64), the CHAR16 name, then
 // the data. The lengths must consume the record exactly.
 func ParseEFIVariable(b []byte) (*EFIVariable, error) {
+	v, err := parseEFIVariableHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	nameLen := binary.LittleEndian.Uint64(b[16:])
+	dataLen := binary.LittleEndian.Uint64(b[24:])
+	if rest := uint64(len(b)-32) - nameLen*2; dataLen != rest {
+		return nil, fmt.Errorf("%w: variable data length %d, record leaves %d", ErrBadEventData, dataLen, rest)
+	}
+	v.Data = b[32+2*nameLen:]
+	return v, nil
+}
+
+// parseEFIVariableHeader decodes the GUID and name of UEFI_VARIABLE_DATA
+// without requiring VariableDataLength to end the record (Data is left
+// nil): for records whose length is known to be off (QuirkAuthorityTrailingByte).
+func parseEFIVariableHeader(b []byte) (*EFIVariable, error) {
 	if len(b) < 32 {
 		return nil, fmt.Errorf("%w: UEFI_VARIABLE_DATA of %d bytes, need 32", ErrBadEventData, len(b))
 	}
 	v := &EFIVariable{}
 	copy(v.VendorGUID[:], b)
 	nameLen := binary.LittleEndian.Uint64(b[16:])
-	dataLen := binary.LittleEndian.Uint64(b[24:])
 	rest := uint64(len(b) - 32)
 	if nameLen > maxVariableName || nameLen*2 > rest {
 		return nil, fmt.Errorf("%w: variable name of %d chars does not fit", ErrBadEventData, nameLen)
-	}
-	if dataLen != rest-nameLen*2 {
-		return nil, fmt.Errorf("%w: variable data length %d, record leaves %d", ErrBadEventData, dataLen, rest-nameLen*2)
 	}
 	name := make([]uint16, nameLen)
 	for i := range name {
 		name[i] = binary.LittleEndian.Uint16(b[32+2*i:])
 	}
 	v.Name = strings.TrimRight(string(utf16.Decode(name)), "\x00")
-	v.Data = b[32+2*nameLen:]
 	return v, nil
 }
 

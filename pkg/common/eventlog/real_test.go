@@ -326,12 +326,14 @@ func TestRealQuirks(t *testing.T) {
 		{log: "eventlogs/go-tpm-tools/gdc-host.bin", quirks: []Quirk{QuirkStartupLocality}, locality: &loc3, sb: SecureBootDisabled},
 		{log: "eventlogs/go-tpm-tools/eventlogwithsp800155.bin", quirks: []Quirk{QuirkSP800155}, sb: SecureBootEnabled},
 		{log: "eventlogs/go-tpm-tools/confidential-gke-debug-251000_eventlog.bin", quirks: []Quirk{QuirkSP800155}, sb: SecureBootEnabled},
-		{log: "eventlogs/tpm2-tools/fragments/event-uefivar.bin", quirks: []Quirk{QuirkIncompleteBank}, sb: SecureBootEnabled},
+		// A fragment: SecureBoot = 1 but no separator, so nothing tells the
+		// firmware's record from one appended later.
+		{log: "eventlogs/tpm2-tools/fragments/event-uefivar.bin", quirks: []Quirk{QuirkIncompleteBank}, sb: SecureBootUnknown},
 		{log: "eventlogs/go-tpm-tools/arch-linux-workstation.bin", sb: SecureBootDisabled, sbQuirks: []Quirk{QuirkSecureBootEmpty}},
 		{log: "eventlogs/tpm2-tools/event-arch-linux.bin", sb: SecureBootDisabled, sbQuirks: []Quirk{QuirkSecureBootEmpty}},
-		{log: "eventlogs/go-tpm-tools/debian-10.bin", sb: SecureBootEnabled},
+		{log: "eventlogs/go-tpm-tools/debian-10.bin", sb: SecureBootEnabled, sbQuirks: []Quirk{QuirkAuthorityTrailingByte}},
 		{log: "eventlogs/go-attestation/coreos_36_shielded_vm_no_secure_boot_eventlog.bin", sb: SecureBootDisabled},
-		{log: "eventlogs/go-attestation/sb_cert_eventlog.bin", sb: SecureBootEnabled},
+		{log: "eventlogs/go-attestation/sb_cert_eventlog.bin", sb: SecureBootEnabled, sbQuirks: []Quirk{QuirkAuthorityTrailingByte}},
 		{log: "eventlogs/tpm2-tss/binary_measurements_hcrtm.bin", quirks: []Quirk{QuirkHCRTM}, hcrtm: true,
 			pcr0sha1: "15f4e6ca457d1af6bc49511a93ba3500ad69acc5"},
 	}
@@ -427,4 +429,96 @@ func TestRealEBSWorkaround(t *testing.T) {
 	if !errors.As(err, &me) || len(me.Mismatches) != 1 || me.Mismatches[0].PCR != 5 || me.Mismatches[0].Bank != pcrs.SHA1 {
 		t.Fatalf("want mismatch on sha1 PCR5, got %v", err)
 	}
+}
+
+// TestRealLogsFollowThePFP: every real log passes the digest rule and the
+// PCR7 grammar and keeps the Secure Boot state its source documents (the
+// same state tpmid read before the grammar existed). The quirk counts are
+// the figures docs/eventlog.md quotes.
+func TestRealLogsFollowThePFP(t *testing.T) {
+	e, d, u := SecureBootEnabled, SecureBootDisabled, SecureBootUnknown
+	want := map[string]SecureBootMode{
+		"eventlogs/go-attestation/coreos_36_shielded_vm_no_secure_boot_eventlog.bin": d,
+		"eventlogs/go-attestation/crypto_agile_eventlog.bin":                         d,
+		"eventlogs/go-attestation/ebs_event_missing_eventlog.bin":                    d,
+		"eventlogs/go-attestation/option_rom_eventlog.bin":                           e,
+		"eventlogs/go-attestation/sb_cert_eventlog.bin":                              e,
+		"eventlogs/go-attestation/short_no_action_eventlog.bin":                      u,
+		"eventlogs/go-tpm-tools/arch-linux-workstation.bin":                          d,
+		"eventlogs/go-tpm-tools/confidential-gke-debug-251000_eventlog.bin":          e,
+		"eventlogs/go-tpm-tools/cos-101-amd-sev.bin":                                 e,
+		"eventlogs/go-tpm-tools/cos-85-amd-sev.bin":                                  e,
+		"eventlogs/go-tpm-tools/cos-93-amd-sev.bin":                                  e,
+		"eventlogs/go-tpm-tools/debian-10.bin":                                       e,
+		"eventlogs/go-tpm-tools/eventlogwithsp800155.bin":                            e,
+		"eventlogs/go-tpm-tools/gdc-host.bin":                                        d,
+		"eventlogs/go-tpm-tools/glinux-alex.bin":                                     d,
+		"eventlogs/go-tpm-tools/rhel8-uefi.bin":                                      e,
+		"eventlogs/go-tpm-tools/ubuntu-1804-amd-sev.bin":                             d,
+		"eventlogs/go-tpm-tools/ubuntu-2104-no-dbx.bin":                              d,
+		"eventlogs/go-tpm-tools/ubuntu-2104-no-secure-boot.bin":                      d,
+		"eventlogs/go-tpm-tools/ubuntu-2404-amd-sevsnp.bin":                          d,
+		"eventlogs/keylime/binary_bios_measurements-secureboot.bin":                  e,
+		"eventlogs/keylime/binary_bios_measurements.bin":                             d,
+		"eventlogs/keylime/mb_log.bin":                                               e,
+		"eventlogs/tpm2-tools/event-arch-linux.bin":                                  d,
+		"eventlogs/tpm2-tools/event-bootorder.bin":                                   d,
+		"eventlogs/tpm2-tools/event-moklisttrusted.bin":                              e,
+		"eventlogs/tpm2-tools/event-postcode.bin":                                    e,
+		"eventlogs/tpm2-tools/event-sd-boot-fedora37.bin":                            d,
+		"eventlogs/tpm2-tools/event-uefi-sha1-log.bin":                               d,
+		"eventlogs/tpm2-tools/fragments/event-uefiaction.bin":                        u,
+		"eventlogs/tpm2-tools/fragments/event-uefiservices.bin":                      u,
+		"eventlogs/tpm2-tools/fragments/event-uefivar.bin":                           u, // no separator
+		"eventlogs/tpm2-tools/fragments/event.bin":                                   u,
+		"eventlogs/tpm2-tss/binary_measurements_hcrtm.bin":                           d,
+		"eventlogs/tpm2-tss/binary_measurements_pc_client.bin":                       d,
+		"eventlogs/tpm2-tss/fragments/specid-vendordata.bin":                         u,
+		"quotes/gce-cos-85/no-nonce/eventlog.bin":                                    e,
+		"quotes/gce-cos-85/nonce9009/eventlog.bin":                                   e,
+		"quotes/gce-windows-shielded-vm/eventlog.bin":                                e,
+		"quotes/lenovo-t490-stm/eventlog":                                            e,
+	}
+	logs := realLogs(t)
+	checked := 0
+	quirkLogs := map[Quirk][]string{}
+	for _, name := range sortedKeys(logs) {
+		l, err := Parse(logs[name])
+		if err != nil {
+			continue // the deliberately rejected fragment (TestRealLogsParse)
+		}
+		checked++
+		q, err := CheckDigests(l)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		sb, err := SecureBoot(l)
+		if err != nil {
+			t.Errorf("%s: PCR7 grammar: %v", name, err)
+			continue
+		}
+		for _, x := range append(q, sb.Quirks...) {
+			if !slices.Contains(quirkLogs[x], name) {
+				quirkLogs[x] = append(quirkLogs[x], name)
+			}
+		}
+		w, ok := want[name]
+		if !ok {
+			t.Errorf("%s: no expected Secure Boot state (got %v): add it", name, sb.Mode)
+		} else if sb.Mode != w {
+			t.Errorf("%s: Secure Boot %v (%s), want %v", name, sb.Mode, sb.Why, w)
+		}
+	}
+	if checked != len(want) {
+		t.Errorf("checked %d logs, table has %d", checked, len(want))
+	}
+	wantCounts := map[Quirk]int{QuirkBootVariableDataOnly: 25, QuirkAuthorityTrailingByte: 8, QuirkSecureBootEmpty: 6}
+	for q, n := range wantCounts {
+		if len(quirkLogs[q]) != n {
+			t.Errorf("quirk %s in %d logs, want %d: %v", q, len(quirkLogs[q]), n, quirkLogs[q])
+		}
+		t.Logf("quirk %s: %d logs %v", q, len(quirkLogs[q]), quirkLogs[q])
+	}
+	t.Logf("%d real logs pass the digest rule and the PCR7 grammar", checked)
 }

@@ -202,7 +202,8 @@ const (
 	EBSSuccess    = "Exit Boot Services Returned with Success"
 )
 
-// VerifyAgainst replays l and requires, for every PCR the log extends that
+// VerifyAgainst checks every record whose digest is defined over its data
+// (CheckDigests: ErrEventTampered), replays l and requires, for every PCR the log extends that
 // quoted covers (same bank and index), the replayed value to equal the
 // quoted one. A mismatch returns a *MismatchError naming bank and PCRs.
 //
@@ -217,13 +218,17 @@ const (
 // must also make sure the quote itself was verified, and that the banks it
 // relies on are in Verified (see UncheckedBanks).
 func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
+	digestQuirks, err := CheckDigests(l)
+	if err != nil {
+		return nil, err
+	}
 	vals, err := l.Replay()
 	if err != nil {
 		return nil, err
 	}
 	r := &Replayed{Values: vals, Verified: map[pcrs.Alg][]int{}, NotQuoted: map[pcrs.Alg][]int{},
 		AtReset: map[pcrs.Alg][]int{}, Unexplained: map[pcrs.Alg][]int{},
-		Quirks: slices.Clone(l.Quirks)}
+		Quirks: append(slices.Clone(l.Quirks), digestQuirks...)}
 	var mm []Mismatch
 	compared := 0
 	for _, alg := range quoted.Banks() {

@@ -117,4 +117,13 @@ const (
 	// bytes of data (and its digest does not match its data); reported by
 	// SecureBoot, which then says Disabled.
 	QuirkSecureBootEmpty Quirk = "secureboot-variable-empty"
+	// QuirkBootVariableDataOnly: EV_EFI_VARIABLE_BOOT(2) digests are the
+	// hash of the variable's data only, not of the whole UEFI_VARIABLE_DATA
+	// (EDK2 and every real UEFI log we have); reported by CheckDigests.
+	QuirkBootVariableDataOnly Quirk = "boot-variable-digest-data-only"
+	// QuirkAuthorityTrailingByte: an EV_EFI_VARIABLE_AUTHORITY record's
+	// digest covers all of its data but the last byte (shim 15 and Google's
+	// COS loader log one byte more than they measure, so the UEFI_VARIABLE_DATA
+	// lengths do not add up either); that byte is not bound by the quote.
+	QuirkAuthorityTrailingByte Quirk = "authority-digest-excludes-last-byte"
 )
