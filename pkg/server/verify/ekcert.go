@@ -294,24 +294,52 @@ func selfSigned(c *x509.Certificate) bool {
 type EKFacts struct {
 	Manufacturer, Model, Version string // TCG SAN attributes; empty when the certificate has no SAN
 	Issuer                       string // issuer CN
-	Chain                        []*x509.Certificate
+	// Quirk names the vendor deviation from the EK profile the certificate
+	// needed (QuirkGCEEKNoSAN: no SAN, so no manufacturer/model/version);
+	// "" when it meets the profile as written.
+	Quirk string
+	Chain []*x509.Certificate
 }
 
-// VerifyEKCert validates cert up to a root of trust at time now.
+// VerifyEKCert validates cert up to a root of trust at time now, and then
+// that it is an EK certificate at all (CheckEKProfile).
 //
-//   - A subjectAltName, if present, must carry the TCG TPM manufacturer, model
-//     and version (ReasonEKSAN). A critical SAN holding only a directoryName is
-//     what the TCG EK Credential Profile prescribes; Go's parser leaves it in
-//     UnhandledCriticalExtensions, and it is removed from there (on a copy)
-//     once checked here. A certificate without SAN (GCE's newer "EK/AK CA
-//     Intermediate" EK certificates) is accepted with empty attributes, for
-//     policy to judge.
+//   - The subjectAltName's TCG TPM manufacturer, model and version are read
+//     (EKAttributes). A critical SAN holding only a directoryName is what the
+//     TCG EK Credential Profile prescribes; Go's parser leaves it in
+//     UnhandledCriticalExtensions, and it is removed from there (on a copy).
+//     A SAN without them is refused by the profile after the chain.
 //   - Any other unhandled critical extension is rejected (ReasonEKCriticalExtension).
-//   - Extended key usage is not constrained (x509.ExtKeyUsageAny): EK
-//     certificates carry 2.23.133.8.1 or none.
+//   - Extended key usage is not constrained while building the chain
+//     (x509.ExtKeyUsageAny); the profile judges it afterwards.
 //   - Chain errors are ReasonEKExpired when a certificate is outside its
 //     validity at now, otherwise ReasonEKUntrusted.
+//   - A certificate that chains but is not an EK certificate (a CA
+//     certificate, a signing or AK certificate, a TLS certificate, no TCG
+//     SAN outside the named GCE quirk) is ReasonEKCertProfile. The chain is
+//     decided first: a certificate from a CA nobody trusts is simply
+//     untrusted (and an allowlist may still admit its key), while a
+//     non-EK certificate from a trusted CA is the attack the profile stops,
+//     which callers refuse outright. A certificate without SAN passes only
+//     through QuirkGCEEKNoSAN, named in EKFacts.Quirk.
 func VerifyEKCert(cert *x509.Certificate, extraIntermediates []*x509.Certificate, trust *EKTrust, now time.Time) (*EKFacts, error) {
+	f, err := verifyEKChain(cert, extraIntermediates, trust, now)
+	if err != nil {
+		return nil, err
+	}
+	prof, err := CheckEKProfile(cert)
+	if err != nil {
+		return nil, err
+	}
+	f.Quirk = prof.Quirk
+	return f, nil
+}
+
+// verifyEKChain is VerifyEKCert without the profile: critical extensions
+// and the chain, with the TCG attributes read when the SAN has them (the CA
+// survey validates CA certificates with it as if they were leaves). It
+// does not judge the SAN's content: VerifyEKCert's profile does.
+func verifyEKChain(cert *x509.Certificate, extraIntermediates []*x509.Certificate, trust *EKTrust, now time.Time) (*EKFacts, error) {
 	if cert == nil {
 		return nil, failf(ReasonInvalidArgument, "no EK certificate")
 	}
@@ -324,9 +352,13 @@ func VerifyEKCert(cert *x509.Certificate, extraIntermediates []*x509.Certificate
 	f := &EKFacts{Issuer: cert.Issuer.CommonName}
 	leaf := *cert
 	if hasExt(cert, oidSubjectAltName) {
-		var err error
-		if f.Manufacturer, f.Model, f.Version, err = EKAttributes(cert); err != nil {
-			return nil, err
+		// A SAN without the TCG attributes (a TLS certificate's DNS names,
+		// a broken TCG SAN) is not refused here but by the profile's
+		// subject-alt-name rule once the chain is known: refused either
+		// way, it is ek_cert_profile from a trusted CA and ek_untrusted
+		// from any other.
+		if m, mo, v, err := EKAttributes(cert); err == nil {
+			f.Manufacturer, f.Model, f.Version = m, mo, v
 		}
 		leaf.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions),
 			func(o asn1.ObjectIdentifier) bool { return o.Equal(oidSubjectAltName) })

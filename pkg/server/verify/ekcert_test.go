@@ -38,28 +38,36 @@ type realEK struct {
 	manufacturer      string // "" when the certificate has no TCG SAN
 	model, version    string
 	issuerCNHasPrefix string
+	// ak: an AK certificate, which chains like an EK certificate but is
+	// refused by the EK profile (ek_cert_profile).
+	ak bool
+	// quirk: the named EK profile quirk an EK certificate needs.
+	quirk string
 }
 
 var realEKs = []realEK{
-	{"quotes/lenovo-t490-stm/ek.crt", "id:53544D20", "ST33HTPHAHC0", "id:00490008", "STM TPM EK Intermediate CA 05"},
-	{"ekcerts/stm-st33-keylime-tests/st33htphahb4_rsa_ek_padded.der", "id:53544D20", "ST33HTPHAHB4", "id:00490004", "STM TPM EK Intermediate CA 05"},
-	{"ekcerts/stm-st33-keylime-tests/st33htphahb4_ecc_ek.der", "id:53544D20", "ST33HTPHAHB4", "id:00490004", "STM TPM ECC Intermediate CA 01"},
-	{"ekcerts/gce-vtpm/uca_tpm_ecc_enc_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer"},
-	{"ekcerts/gce-vtpm/uca_tpm_ecc_sign_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer"},
-	{"ekcerts/gce-vtpm/uca_tpm_rsa_enc_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer"},
-	{"ekcerts/gce-vtpm/uca_tpm_rsa_sign_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer"},
-	{"ekcerts/gce-vtpm/pca_tpm_ecc_enc_cert.pem", "", "", "", "EK/AK CA Intermediate"},
-	{"ekcerts/gce-vtpm/pca_tpm_ecc_sign_cert.pem", "", "", "", "EK/AK CA Intermediate"},
-	{"ekcerts/gce-vtpm/pca_tpm_rsa_enc_cert.pem", "", "", "", "EK/AK CA Intermediate"},
-	{"ekcerts/gce-vtpm/pca_tpm_rsa_sign_cert.pem", "", "", "", "EK/AK CA Intermediate"},
-	{"quotes/gce-cos-85/nonce9009/ak_cert.der", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer"},
+	{"quotes/lenovo-t490-stm/ek.crt", "id:53544D20", "ST33HTPHAHC0", "id:00490008", "STM TPM EK Intermediate CA 05", false, ""},
+	{"ekcerts/stm-st33-keylime-tests/st33htphahb4_rsa_ek_padded.der", "id:53544D20", "ST33HTPHAHB4", "id:00490004", "STM TPM EK Intermediate CA 05", false, ""},
+	{"ekcerts/stm-st33-keylime-tests/st33htphahb4_ecc_ek.der", "id:53544D20", "ST33HTPHAHB4", "id:00490004", "STM TPM ECC Intermediate CA 01", false, ""},
+	{"ekcerts/gce-vtpm/uca_tpm_ecc_enc_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer", false, ""},
+	{"ekcerts/gce-vtpm/uca_tpm_ecc_sign_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer", true, ""},
+	{"ekcerts/gce-vtpm/uca_tpm_rsa_enc_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer", false, ""},
+	{"ekcerts/gce-vtpm/uca_tpm_rsa_sign_cert.pem", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer", true, ""},
+	{"ekcerts/gce-vtpm/pca_tpm_ecc_enc_cert.pem", "", "", "", "EK/AK CA Intermediate", false, QuirkGCEEKNoSAN},
+	{"ekcerts/gce-vtpm/pca_tpm_ecc_sign_cert.pem", "", "", "", "EK/AK CA Intermediate", true, ""},
+	{"ekcerts/gce-vtpm/pca_tpm_rsa_enc_cert.pem", "", "", "", "EK/AK CA Intermediate", false, QuirkGCEEKNoSAN},
+	{"ekcerts/gce-vtpm/pca_tpm_rsa_sign_cert.pem", "", "", "", "EK/AK CA Intermediate", true, ""},
+	{"quotes/gce-cos-85/nonce9009/ak_cert.der", "id:474F4F47", "vTPM", "id:20160511", "tpm_ek_v1_cloud_host-signer", true, ""},
 }
 
 // TestVerifyEKCertReal checks every real leaf against all real CA
-// certificates, at testNow and at the leaf's NotBefore+1s.
+// certificates, at testNow and at the leaf's NotBefore+1s: every one chains;
+// the EK certificates pass VerifyEKCert (the two GCE "EK/AK CA
+// Intermediate" ones through the named quirk), the AK certificates are
+// refused by the EK profile.
 func TestVerifyEKCertReal(t *testing.T) {
 	trust := allCATrust(t)
-	ok := 0
+	ok, eks, aks := 0, 0, 0
 	for _, e := range realEKs {
 		t.Run(filepath.Base(e.path), func(t *testing.T) {
 			cert, err := ParseEKCert(readReal(t, e.path))
@@ -67,9 +75,21 @@ func TestVerifyEKCertReal(t *testing.T) {
 				t.Fatalf("ParseEKCert: %v", err)
 			}
 			for _, now := range []time.Time{testNow, cert.NotBefore.Add(time.Second)} {
+				if e.ak {
+					if _, err := verifyEKChain(cert, nil, trust, now); err != nil {
+						t.Fatalf("chain at %s: %v", now, err)
+					}
+					if _, err := VerifyEKCert(cert, nil, trust, now); ReasonOf(err) != ReasonEKCertProfile {
+						t.Fatalf("AK certificate: VerifyEKCert at %s = %v, want %s", now, err, ReasonEKCertProfile)
+					}
+					continue
+				}
 				f, err := VerifyEKCert(cert, nil, trust, now)
 				if err != nil {
 					t.Fatalf("VerifyEKCert at %s: %v", now, err)
+				}
+				if f.Quirk != e.quirk {
+					t.Errorf("quirk %q, want %q", f.Quirk, e.quirk)
 				}
 				if f.Manufacturer != e.manufacturer || f.Model != e.model || f.Version != e.version {
 					t.Errorf("attributes %q %q %q", f.Manufacturer, f.Model, f.Version)
@@ -85,9 +105,14 @@ func TestVerifyEKCertReal(t *testing.T) {
 				}
 			}
 			ok++
+			if e.ak {
+				aks++
+			} else {
+				eks++
+			}
 		})
 	}
-	t.Logf("%d of %d real EK/AK leaf certificates chain to a self-signed root in cacerts/", ok, len(realEKs))
+	t.Logf("%d of %d real EK/AK leaf certificates chain to a self-signed root in cacerts/: %d EK certificates verify, %d AK certificates are refused as %s", ok, len(realEKs), eks, aks, ReasonEKCertProfile)
 }
 
 func TestParseEKCertPadding(t *testing.T) {
@@ -221,10 +246,10 @@ func TestVerifyEKCertRejects(t *testing.T) {
 		{"real STM EK, signature tampered", tampered, trust, testNow, ReasonEKUntrusted},
 		{"real STM EK after it expires (2028-12-14)", t490, trust, time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC), ReasonEKExpired},
 		{"real STM EK before it was issued", t490, trust, time.Date(2018, 1, 1, 0, 0, 0, 0, time.UTC), ReasonEKExpired},
-		{"SAN without model", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, [][2]string{good[0], good[2]})), own, testNow, ReasonEKSAN},
-		{"SAN with manufacturer twice", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, append(good, good[0]))), own, testNow, ReasonEKSAN},
-		{"SAN with only a CN", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, [][2]string{{"x", "host"}})), own, testNow, ReasonEKSAN},
-		{"SAN directoryName not a Name", ca.issue(t, testNow.Add(-y), testNow.Add(y), pkix.Extension{Id: oidSubjectAltName, Critical: true, Value: []byte{0x30, 0x05, 0xa4, 0x03, 0x04, 0x01, 0x00}}), own, testNow, ReasonEKSAN},
+		{"SAN without model", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, [][2]string{good[0], good[2]})), own, testNow, ReasonEKCertProfile},
+		{"SAN with manufacturer twice", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, append(good, good[0]))), own, testNow, ReasonEKCertProfile},
+		{"SAN with only a CN", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, [][2]string{{"x", "host"}})), own, testNow, ReasonEKCertProfile},
+		{"SAN directoryName not a Name", ca.issue(t, testNow.Add(-y), testNow.Add(y), pkix.Extension{Id: oidSubjectAltName, Critical: true, Value: []byte{0x30, 0x05, 0xa4, 0x03, 0x04, 0x01, 0x00}}), own, testNow, ReasonEKCertProfile},
 		{"other critical extension", ca.issue(t, testNow.Add(-y), testNow.Add(y), tcgSAN(t, good), pkix.Extension{Id: asn1.ObjectIdentifier{1, 2, 3, 4}, Critical: true, Value: []byte{0x05, 0x00}}), own, testNow, ReasonEKCriticalExtension},
 		{"expired leaf", ca.issue(t, testNow.Add(-2*y), testNow.Add(-y), tcgSAN(t, good)), own, testNow, ReasonEKExpired},
 		{"no trust", okCert, nil, testNow, ReasonEKTrustConfig},

@@ -38,6 +38,7 @@ const (
 	// Endorsement key certificates.
 	ReasonEKCertMalformed     Reason = "ek_cert_malformed"     // too large, not DER, trailing non-padding bytes
 	ReasonEKSAN               Reason = "ek_san"                // TCG subjectAltName missing attributes or malformed
+	ReasonEKCertProfile       Reason = "ek_cert_profile"       // not an EK certificate: a CA, signing, AK or TLS certificate (CheckEKProfile)
 	ReasonEKCriticalExtension Reason = "ek_critical_extension" // a critical extension we do not understand
 	ReasonEKUntrusted         Reason = "ek_untrusted"          // does not chain to a trusted root
 	ReasonEKExpired           Reason = "ek_expired"            // the chain would be valid but a certificate is outside its validity at `now`
