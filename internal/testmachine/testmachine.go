@@ -45,7 +45,14 @@ type Options struct {
 	// (tpm.ProvisionEKCertificate), as a manufacturer does; EKCertPath is
 	// then empty and the agent finds the certificate itself.
 	EK tpm.EKAlg
+	// Boot measures the machine's boot; nil is Boot (separators only).
+	// UEFIBoot gives PCR7 the Secure Boot policy records of a UEFI boot.
+	Boot BootFunc
 }
+
+// BootFunc measures a boot into tp, writes its event log to logPath, and
+// returns the log of another boot, which does not replay here.
+type BootFunc func(t testing.TB, tp *tpm.TPM, logPath string) (otherLog []byte)
 
 // New boots a machine whose EK certificate is in a file (EKCertPath);
 // everything is cleaned up with the test.
@@ -71,7 +78,11 @@ func NewWith(t testing.TB, opt Options) *Machine {
 	t.Cleanup(func() { tp.Close() })
 	m.TPM, m.Device = tp, "simulator"
 
-	m.OtherLog = Boot(t, tp, m.LogPath)
+	boot := opt.Boot
+	if boot == nil {
+		boot = Boot
+	}
+	m.OtherLog = boot(t, tp, m.LogPath)
 
 	if m.CA, err = testca.New("tpmid test EK root"); err != nil {
 		t.Fatal(err)
@@ -154,6 +165,48 @@ func Boot(t testing.TB, tp *tpm.TPM, logPath string) (otherLog []byte) {
 		t.Fatal(err)
 	}
 	return other.Bytes()
+}
+
+// UEFIBoot measures a UEFI boot as the PC Client firmware profile lays out
+// PCR7 (PFP 3.3.4.8): the SecureBoot variable (1 when secureBoot), PK, KEK,
+// db and dbx as EV_EFI_VARIABLE_DRIVER_CONFIG, then the separators of
+// PCRs 0-7, then a db authority record as a boot loader's verification
+// leaves it. What root can do after boot starts from here.
+func UEFIBoot(secureBoot bool) BootFunc {
+	return func(t testing.TB, tp *tpm.TPM, logPath string) []byte {
+		t.Helper()
+		b, err := eventlog.NewBuilder(pcrs.SHA1, pcrs.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extend := func(pcr uint32, typ eventlog.EventType, data []byte) {
+			if err := tp.Extend(int(pcr), b.Extend(pcr, typ, data)); err != nil {
+				t.Fatalf("extend PCR %d: %v", pcr, err)
+			}
+		}
+		sb := byte(0)
+		if secureBoot {
+			sb = 1
+		}
+		extend(7, eventlog.EvEFIVariableDriverConf, eventlog.EFIVariableData(eventlog.EFIGlobalVariable, "SecureBoot", []byte{sb}))
+		extend(7, eventlog.EvEFIVariableDriverConf, eventlog.EFIVariableData(eventlog.EFIGlobalVariable, "PK", []byte("test PK")))
+		extend(7, eventlog.EvEFIVariableDriverConf, eventlog.EFIVariableData(eventlog.EFIGlobalVariable, "KEK", []byte("test KEK")))
+		extend(7, eventlog.EvEFIVariableDriverConf, eventlog.EFIVariableData(eventlog.EFIImageSecurityDBID, "db", []byte("test db")))
+		extend(7, eventlog.EvEFIVariableDriverConf, eventlog.EFIVariableData(eventlog.EFIImageSecurityDBID, "dbx", []byte("test dbx")))
+		for pcr := uint32(0); pcr < 8; pcr++ {
+			extend(pcr, eventlog.EvSeparator, []byte{0, 0, 0, 0})
+		}
+		extend(7, eventlog.EvEFIVariableAuthority, eventlog.EFIVariableData(eventlog.EFIImageSecurityDBID, "db", []byte("test db cert")))
+		if err := b.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(logPath, b.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		other, _ := eventlog.NewBuilder(pcrs.SHA256)
+		other.Extend(7, eventlog.EvSeparator, []byte{0xff, 0xff, 0xff, 0xff})
+		return other.Bytes()
+	}
 }
 
 // NewSwtpm manufactures a swtpm whose EK certificate (in NV, as on a real

@@ -52,6 +52,12 @@ const (
 	ReasonQuoteMissing    verify.Reason = "quote_missing"
 	ReasonEventLogMissing verify.Reason = "eventlog_missing"
 	ReasonEventLog        verify.Reason = "eventlog_invalid"
+	// ReasonEventLogTampered: a record's digest is not the hash of its data
+	// where the firmware profile defines it so (eventlog.ErrEventTampered).
+	ReasonEventLogTampered verify.Reason = "eventlog_tampered"
+	// ReasonEventLogPCR7: PCR7 does not follow the firmware profile's
+	// grammar (eventlog.ErrPCR7Grammar, a conflicting or invalid SecureBoot).
+	ReasonEventLogPCR7    verify.Reason = "eventlog_pcr7"
 	ReasonAKCreation      verify.Reason = "ak_creation"
 	ReasonQuoteWeak       verify.Reason = "quote_weak"
 	ReasonActivationProof verify.Reason = "activation_proof"
@@ -235,7 +241,10 @@ func (s *Session) Finish(evidenceRaw []byte) (*Result, error) {
 			return nil, &verify.Error{Reason: ReasonEventLog, Err: fmt.Errorf("event log: %w", err)}
 		}
 		replayed, err := eventlog.VerifyAgainst(log, quoted)
-		if err != nil {
+		switch {
+		case errors.Is(err, eventlog.ErrEventTampered):
+			return nil, &verify.Error{Reason: ReasonEventLogTampered, Err: fmt.Errorf("event log: %w", err)}
+		case err != nil:
 			return nil, &verify.Error{Reason: ReasonEventLog, Err: fmt.Errorf("event log does not replay to the quoted PCRs: %w", err)}
 		}
 		// A quoted value the log does not explain is as bad as one it
@@ -248,7 +257,17 @@ func (s *Session) Finish(evidenceRaw []byte) (*Result, error) {
 				return nil, reject(ReasonEventLog, "quoted %s PCR(s) %v are not at their reset value but the event log never extends them", bank, idx)
 			}
 		}
-		if sb, err := eventlog.VerifiedSecureBoot(log, replayed); err == nil && sb.Mode != eventlog.SecureBootUnknown {
+		// The Secure Boot selector comes only from a PCR7 that follows the
+		// firmware profile; a PCR7 that contradicts it is refused, never
+		// read as "unknown", because only an edited log or an extra extend
+		// after boot produces one.
+		sb, err := eventlog.VerifiedSecureBoot(log, replayed)
+		switch {
+		case errors.Is(err, eventlog.ErrEventTampered):
+			return nil, &verify.Error{Reason: ReasonEventLogTampered, Err: fmt.Errorf("event log: %w", err)}
+		case err != nil:
+			return nil, &verify.Error{Reason: ReasonEventLogPCR7, Err: fmt.Errorf("event log: %w", err)}
+		case sb.Mode != eventlog.SecureBootUnknown:
 			s.facts.SecureBoot = sb.Mode.String()
 		}
 	}
