@@ -115,6 +115,9 @@ func Start(p *Policy, helloRaw []byte) (*Session, []byte, error) {
 	if err := verify.CheckAKAttributes(s.ak); err != nil {
 		return nil, nil, err
 	}
+	if err := verify.CheckAKNameAlg(s.ak); err != nil {
+		return nil, nil, err
+	}
 	params := attest.ActivationParameters{
 		EK: ekPub,
 		AK: attest.AttestationParameters{

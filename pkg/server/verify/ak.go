@@ -162,6 +162,27 @@ func CheckAKAttributes(ak *AKPublic) error {
 	return nil
 }
 
+// CheckAKNameAlg requires a TPM-held AK's name algorithm to be SHA-256 or
+// stronger. The AK's Name (nameAlg || H_nameAlg(TPMT_PUBLIC)) is what
+// TPM2_MakeCredential binds the credential to and what the creation
+// attestation certifies; with SHA-1 a collision could stand another public
+// area, with other attributes or another key, in for the one the TPM holds.
+func CheckAKNameAlg(ak *AKPublic) error {
+	if ak == nil || len(ak.TPMTPublic) < 4 {
+		return failf(ReasonAKMalformed, "no TPMT_PUBLIC: the name algorithm cannot be checked")
+	}
+	// TPMT_PUBLIC: type (2), nameAlg (2), ...
+	alg := tpm2.TPMIAlgHash(binary.BigEndian.Uint16(ak.TPMTPublic[2:4]))
+	h, err := alg.Hash()
+	if err != nil {
+		return failf(ReasonAKMalformed, "name algorithm 0x%04x: %v", uint16(alg), err)
+	}
+	if h.Size() < 32 {
+		return failf(ReasonAKWeak, "name algorithm %s (0x%04x) is weaker than SHA-256", h, uint16(alg))
+	}
+	return nil
+}
+
 // unmarshalCanonical decodes a TPM structure with go-tpm and requires that
 // re-encoding it gives back exactly the input, which rejects trailing bytes
 // and any slack inside sized fields.

@@ -34,6 +34,7 @@ const (
 	// Attestation keys.
 	ReasonAKMalformed  Reason = "ak_malformed"  // not a parsable TPMT_PUBLIC/TPM2B_PUBLIC/PKIX key, or unsupported key
 	ReasonAKAttributes Reason = "ak_attributes" // not a restricted signing key that never leaves its TPM
+	ReasonAKWeak       Reason = "ak_weak"       // name algorithm weaker than SHA-256
 
 	// Endorsement key certificates.
 	ReasonEKCertMalformed     Reason = "ek_cert_malformed"     // too large, not DER, trailing non-padding bytes
