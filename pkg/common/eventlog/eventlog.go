@@ -63,7 +63,7 @@ type Limits struct {
 
 // DefaultLimits are generous for real firmware logs (the largest real log we
 // have is 73 KB with 204 records) while keeping a hostile log cheap.
-var DefaultLimits = Limits{MaxLogSize: 4 << 20, MaxEvents: 10000, MaxEventDataSize: 1 << 20, MaxDigests: 8}
+var DefaultLimits = Limits{MaxLogSize: 2 << 20, MaxEvents: 10000, MaxEventDataSize: 1 << 20, MaxDigests: 8}
 
 // Option configures Parse.
 type Option func(*config)

@@ -21,8 +21,11 @@ const (
 	// commandTimeout bounds one command/response round trip over a
 	// socket. RSA key generation on a slow TPM can take tens of seconds.
 	commandTimeout = 3 * time.Minute
-	// DefaultMaxEventLog bounds the event log read from disk.
-	DefaultMaxEventLog = 4 << 20
+	// DefaultMaxEventLog bounds the event log read from disk: the largest
+	// log the server parses (eventlog.DefaultLimits.MaxLogSize), so an
+	// agent refuses a larger one itself instead of sending evidence the
+	// server cannot take.
+	DefaultMaxEventLog = 2 << 20
 )
 
 // channel is the command channel handed to go-attestation and go-tpm: it

@@ -25,10 +25,27 @@ import (
 // Version is the protocol version this package speaks.
 const Version = 1
 
+// MaxTransported is the largest protocol message that can reach the server
+// plugin at all: 4 MiB (4194304 bytes), gRPC's default receive limit, which
+// both spire-server's Agent API (SPIRE v1.13.3 sets no other) and the
+// plugin's own gRPC server (spire-plugin-sdk pluginmain, go-plugin's
+// DefaultGRPCServer) apply, less the 5 bytes of protobuf framing (a 1-byte
+// field tag and a 4-byte length) of the bytes field that carries the
+// message (evidence travels so on both hops; the hello shares SPIRE's first
+// message with the agent's CSR, so it has a little less). A larger message
+// is refused by gRPC (ResourceExhausted) before tpmid sees it, so no
+// configured bound may exceed this.
+const MaxTransported = 4<<20 - 5
+
 // Default size bounds, overridable in the server config.
 const (
-	DefaultMaxHello     = 64 << 10
-	DefaultMaxEvidence  = 4 << 20
+	DefaultMaxHello = 64 << 10
+	// DefaultMaxEvidence stays 64 KiB under MaxTransported, so that
+	// evidence just over it still arrives and is refused with our own
+	// message naming the size and the limit. It holds the largest event
+	// log the server parses (2 MiB, eventlog.DefaultLimits.MaxLogSize,
+	// about 2.7 MiB in base64) with room for the quotes and PCR values.
+	DefaultMaxEvidence  = 4<<20 - 64<<10
 	DefaultMaxChallenge = 16 << 10
 )
 
@@ -52,6 +69,18 @@ var (
 	ErrMalformed = errors.New("malformed message")
 	ErrVersion   = errors.New("unsupported protocol version")
 )
+
+// sizeError names the message that is over its bound; it is ErrTooLarge.
+type sizeError struct {
+	message     string
+	size, limit int
+}
+
+func (e *sizeError) Error() string {
+	return fmt.Sprintf("%s too large (%d bytes, limit %d)", e.message, e.size, e.limit)
+}
+
+func (e *sizeError) Is(target error) bool { return target == ErrTooLarge }
 
 // EK carries the endorsement key.
 type EK struct {
@@ -124,9 +153,9 @@ type Evidence struct {
 // Encode marshals any protocol message.
 func Encode(v any) ([]byte, error) { return json.Marshal(v) }
 
-func decode(b []byte, max int, v any) error {
+func decode(message string, b []byte, max int, v any) error {
 	if max > 0 && len(b) > max {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), max)
+		return &sizeError{message: message, size: len(b), limit: max}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -139,9 +168,9 @@ func decode(b []byte, max int, v any) error {
 	return nil
 }
 
-func checkVersion(v int) error {
+func checkVersion(message string, v int) error {
 	if v != Version {
-		return fmt.Errorf("%w: %d (this server speaks %d)", ErrVersion, v, Version)
+		return fmt.Errorf("%s has %w %d (only version %d is spoken here)", message, ErrVersion, v, Version)
 	}
 	return nil
 }
@@ -163,10 +192,10 @@ func checkLen(name string, b []byte, min, max int) error {
 // DecodeHello parses and checks a hello of at most max bytes.
 func DecodeHello(b []byte, max int) (*Hello, error) {
 	var h Hello
-	if err := decode(b, max, &h); err != nil {
+	if err := decode("hello", b, max, &h); err != nil {
 		return nil, err
 	}
-	if err := checkVersion(h.Version); err != nil {
+	if err := checkVersion("hello", h.Version); err != nil {
 		return nil, err
 	}
 	checks := []error{
@@ -202,10 +231,10 @@ func DecodeHello(b []byte, max int) (*Hello, error) {
 // DecodeChallenge parses and checks a challenge.
 func DecodeChallenge(b []byte) (*Challenge, error) {
 	var c Challenge
-	if err := decode(b, DefaultMaxChallenge, &c); err != nil {
+	if err := decode("challenge", b, DefaultMaxChallenge, &c); err != nil {
 		return nil, err
 	}
-	if err := checkVersion(c.Version); err != nil {
+	if err := checkVersion("challenge", c.Version); err != nil {
 		return nil, err
 	}
 	if err := checkLen("server nonce", c.Nonce, NonceSize, NonceSize); err != nil {
@@ -260,10 +289,10 @@ func selectionPCRs(s Selection) ([]int, error) {
 // DecodeEvidence parses and checks evidence of at most max bytes.
 func DecodeEvidence(b []byte, max int) (*Evidence, error) {
 	var e Evidence
-	if err := decode(b, max, &e); err != nil {
+	if err := decode("evidence", b, max, &e); err != nil {
 		return nil, err
 	}
-	if err := checkVersion(e.Version); err != nil {
+	if err := checkVersion("evidence", e.Version); err != nil {
 		return nil, err
 	}
 	if len(e.Quotes) == 0 || len(e.Quotes) > maxQuotes {
