@@ -160,7 +160,11 @@ type Facts struct {
 	Model        string
 	Version      string
 	EKIssuer     string // issuer CN of the EK certificate
-	SecureBoot   string // "enabled", "disabled" or "" when unknown
+	// EKQuirk names the vendor deviation from the TCG EK profile the EK
+	// certificate needed (verify.QuirkGCEEKNoSAN: no SAN, so no
+	// manufacturer, model or version), "" when none.
+	EKQuirk    string
+	SecureBoot string // "enabled", "disabled" or "" when unknown
 	// PCRs maps "<bank>:<index>" to the quoted hex value.
 	PCRs map[string]string
 }
@@ -182,6 +186,7 @@ func Selectors(f Facts, withPCRs bool) []string {
 	add("model", f.Model)
 	add("version", f.Version)
 	add("ek_issuer", f.EKIssuer)
+	add("ek_quirk", f.EKQuirk)
 	add("secureboot", f.SecureBoot)
 	if withPCRs {
 		keys := make([]string, 0, len(f.PCRs))

@@ -67,6 +67,13 @@ func TestSelectors(t *testing.T) {
 	if !strings.HasSuffix(got, "pcr:sha256:0:00 pcr:sha256:7:07") {
 		t.Errorf("pcr selectors missing or unsorted: %q", got)
 	}
+	// An EK certificate admitted through a named quirk: no TCG attributes,
+	// the quirk instead.
+	gce := Facts{EKHash: "bb", EKIssuer: "EK/AK CA Intermediate", EKQuirk: "gce-ek-no-san"}
+	got = strings.Join(Selectors(gce, false), " ")
+	if want := "pub_hash:bb ek_hash:bb ek_issuer:EK/AK CA Intermediate ek_quirk:gce-ek-no-san"; got != want {
+		t.Errorf("selectors = %q, want %q", got, want)
+	}
 }
 
 func FuzzParseAllowlist(f *testing.F) {

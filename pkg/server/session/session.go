@@ -177,9 +177,18 @@ func (s *Session) admitEK(ekPub crypto.PublicKey) error {
 				extra = append(extra, c)
 			}
 			facts, err := verify.VerifyEKCert(cert, extra, p.EKTrust, p.now())
+			var ve *verify.Error
+			if errors.As(err, &ve) && ve.Reason == verify.ReasonEKCertProfile {
+				// A trusted CA's certificate for a key that is not an EK:
+				// whoever holds that key could answer the credential in
+				// software. Hostile, so refused outright: no allowlist
+				// rescues it, and no challenge is made.
+				return &verify.Error{Reason: verify.ReasonEKCertProfile, Err: fmt.Errorf("EK %s: %w", s.facts.EKHash, ve.Err)}
+			}
 			certErr = err
 			if err == nil {
 				s.facts.Manufacturer, s.facts.Model, s.facts.Version, s.facts.EKIssuer = facts.Manufacturer, facts.Model, facts.Version, facts.Issuer
+				s.facts.EKQuirk = facts.Quirk
 			}
 		}
 	}
