@@ -50,6 +50,10 @@ type Options struct {
 	CADir string
 	// Banks are the PCR banks to activate; empty means sha1 and sha256.
 	Banks []string
+	// EKCertDir, when set, also gets a DER copy of each EK certificate
+	// swtpm_setup writes to NV (swtpm_setup --write-ek-cert-files: with
+	// swtpm 0.7, ek-rsa2048.crt and ek-secp384r1.crt).
+	EKCertDir string
 }
 
 // Manufactured describes a TPM state made by Setup.
@@ -126,6 +130,12 @@ func Setup(stateDir string, opt Options) (*Manufactured, error) {
 		"--config", filepath.Join(caDir, "swtpm_setup.conf")}
 	if opt.ECC {
 		args = append(args, "--ecc")
+	}
+	if opt.EKCertDir != "" {
+		if err := os.MkdirAll(opt.EKCertDir, 0o700); err != nil {
+			return nil, fmt.Errorf("swtpm setup: %w", err)
+		}
+		args = append(args, "--write-ek-cert-files", opt.EKCertDir)
 	}
 	cmd := exec.Command("swtpm_setup", args...)
 	// swtpm_setup reads XDG_CONFIG_HOME/swtpm_setup.conf when --config is
