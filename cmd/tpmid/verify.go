@@ -196,6 +196,7 @@ type ekReport struct {
 	Model        string   `json:"model"`
 	Version      string   `json:"version"`
 	Issuer       string   `json:"issuer"`
+	Quirk        string   `json:"ek_quirk,omitempty"` // the named EK profile quirk the certificate needed
 	EKHash       string   `json:"ek_hash"`
 	Chain        []string `json:"chain"`
 }
@@ -240,7 +241,7 @@ func newVerifyEKCertCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep := ekReport{Manufacturer: facts.Manufacturer, Model: facts.Model, Version: facts.Version, Issuer: facts.Issuer, EKHash: h}
+			rep := ekReport{Manufacturer: facts.Manufacturer, Model: facts.Model, Version: facts.Version, Issuer: facts.Issuer, Quirk: facts.Quirk, EKHash: h}
 			for _, c := range facts.Chain {
 				rep.Chain = append(rep.Chain, c.Subject.String())
 			}
@@ -250,6 +251,9 @@ func newVerifyEKCertCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "OK: EK certificate chains to a trusted root\nmanufacturer: %s\nmodel: %s\nversion: %s\nissuer: %s\nek_hash: %s\n",
 				rep.Manufacturer, rep.Model, rep.Version, rep.Issuer, rep.EKHash)
+			if rep.Quirk != "" {
+				fmt.Fprintf(out, "ek_quirk: %s\n", rep.Quirk)
+			}
 			return nil
 		},
 	}

@@ -225,6 +225,10 @@ func TestVerifyEKCertCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "manufacturer: id:474F4F47") {
 		t.Errorf("gce: %v %s", err, out)
 	}
+	out, err = runVerify(t, "ekcert", "--roots", gce, "--at", "2026-11-25T00:00:00Z", verifyReal(t, "ekcerts/gce-vtpm/pca_tpm_rsa_enc_cert.pem"))
+	if err != nil || !strings.Contains(out, "ek_quirk: gce-ek-no-san") {
+		t.Errorf("gce EK without SAN: %v %s", err, out)
+	}
 
 	for _, c := range []struct {
 		name, want string
@@ -232,6 +236,7 @@ func TestVerifyEKCertCLI(t *testing.T) {
 	}{
 		{"no intermediate", "ek_untrusted", []string{"--roots", stmRoots, "--at", "2026-11-25T00:00:00Z", ek}},
 		{"other vendor's roots", "ek_untrusted", []string{"--roots", gce, "--at", "2026-11-25T00:00:00Z", ek}},
+		{"AK certificate", "ek_cert_profile", []string{"--roots", gce, "--at", "2026-11-25T00:00:00Z", verifyReal(t, "ekcerts/gce-vtpm/pca_tpm_rsa_sign_cert.pem")}},
 		{"after expiry", "ek_expired", []string{"--roots", stmRoots, "--intermediates", stmInter, "--at", "2029-01-01T00:00:00Z", ek}},
 		{"not a certificate", "ek_cert_malformed", []string{"--roots", stmRoots, verifyReal(t, "quotes/lenovo-t490-stm/ek.pub")}},
 		{"roots without a root", "ek_trust_config", []string{"--roots", stmInter, ek}},
