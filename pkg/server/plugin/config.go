@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -35,11 +36,32 @@ type Config struct {
 	// MaxHelloSize and MaxEvidenceSize bound the agent's messages in bytes.
 	MaxHelloSize    int `hcl:"max_hello_size"`
 	MaxEvidenceSize int `hcl:"max_evidence_size"`
+	// EvidenceTimeout is how long the agent has to answer the challenge,
+	// a Go duration ("60s", the default).
+	EvidenceTimeout string `hcl:"evidence_timeout"`
 }
 
-// buildPolicy parses the plugin_data and reports every error at once, so an
+// Bounds on the size settings: a hello travels with the agent's CSR in one
+// SPIRE message, and nothing larger than wire.MaxTransported reaches the
+// plugin at all.
+const (
+	maxHelloCeiling    = 1 << 20
+	maxEvidenceCeiling = wire.MaxTransported
+)
+
+// defaultEvidenceTimeout is evidence_timeout's default.
+const defaultEvidenceTimeout = 60 * time.Second
+
+// settings is one parsed configuration: the session's policy and the
+// shell's own limit on the stream.
+type settings struct {
+	policy          *session.Policy
+	evidenceTimeout time.Duration
+}
+
+// buildConfig parses the plugin_data and reports every error at once, so an
 // operator fixes a config in one pass.
-func buildPolicy(trustDomain, hclText string) (*session.Policy, error) {
+func buildConfig(trustDomain, hclText string) (*settings, error) {
 	var errs []error
 	td, err := spiffeid.TrustDomainFromString(trustDomain)
 	if err != nil {
@@ -60,6 +82,20 @@ func buildPolicy(trustDomain, hclText string) (*session.Policy, error) {
 	}
 	if c.MaxHelloSize < 0 || c.MaxEvidenceSize < 0 {
 		errs = append(errs, errors.New("max_hello_size and max_evidence_size must be positive"))
+	}
+	if c.MaxHelloSize > maxHelloCeiling {
+		errs = append(errs, fmt.Errorf("max_hello_size %d is more than %d bytes", c.MaxHelloSize, maxHelloCeiling))
+	}
+	if c.MaxEvidenceSize > maxEvidenceCeiling {
+		errs = append(errs, fmt.Errorf("max_evidence_size %d is more than the %d bytes a gRPC message can carry to the plugin", c.MaxEvidenceSize, maxEvidenceCeiling))
+	}
+	evidenceTimeout := defaultEvidenceTimeout
+	if c.EvidenceTimeout != "" {
+		if evidenceTimeout, err = time.ParseDuration(c.EvidenceTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("evidence_timeout: %w", err))
+		} else if evidenceTimeout <= 0 {
+			errs = append(errs, fmt.Errorf("evidence_timeout %s must be positive", c.EvidenceTimeout))
+		}
 	}
 
 	if c.EKPolicy == "" {
@@ -122,7 +158,7 @@ func buildPolicy(trustDomain, hclText string) (*session.Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return p, nil
+	return &settings{policy: p, evidenceTimeout: evidenceTimeout}, nil
 }
 
 func orDefault(v, def int) int {

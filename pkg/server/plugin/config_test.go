@@ -110,11 +110,12 @@ ek_ca_bundle = "` + bundle + `"`, errs: []string{"does not use it"}},
 			if td == "" {
 				td = "example.org"
 			}
-			p, err := buildPolicy(td, tt.hcl)
+			s, err := buildConfig(td, tt.hcl)
 			if len(tt.errs) == 0 {
 				if err != nil {
 					t.Fatal(err)
 				}
+				p := s.policy
 				tt.check(t, &policyView{p.EKPolicy, p.RequireEventLog, p.PCRSelectors, p.Selections, p.MaxHello})
 				return
 			}

@@ -1,14 +1,19 @@
 // Package plugin is the SPIRE server NodeAttestor shell around package
-// session: it moves the attestation stream's bytes, and maps rejections to
-// gRPC codes (InvalidArgument for malformed input, PermissionDenied for
-// failed verification) with a reason a person can act on.
+// session: it moves the attestation stream's bytes, bounds how long the
+// agent may take to answer, and maps rejections to gRPC codes
+// (InvalidArgument for malformed input, PermissionDenied for failed
+// verification, DeadlineExceeded and Canceled for a stream that ends early)
+// with a reason a person can act on.
 package plugin
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
@@ -27,9 +32,9 @@ type Plugin struct {
 	nodeattestorv1.UnimplementedNodeAttestorServer
 	configv1.UnimplementedConfigServer
 
-	mu     sync.RWMutex
-	policy *session.Policy
-	log    hclog.Logger
+	mu  sync.RWMutex
+	cfg *settings
+	log hclog.Logger
 }
 
 // New returns an unconfigured plugin.
@@ -40,19 +45,19 @@ func (p *Plugin) SetLogger(l hclog.Logger) { p.log = l }
 
 // Configure parses and installs the configuration atomically.
 func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	policy, err := buildPolicy(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
+	cfg, err := buildConfig(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)
 	}
 	p.mu.Lock()
-	p.policy = policy
+	p.cfg = cfg
 	p.mu.Unlock()
 	return &configv1.ConfigureResponse{}, nil
 }
 
 // Validate reports every configuration error at once, without installing.
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
-	_, err := buildPolicy(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
+	_, err := buildConfig(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
 	if err != nil {
 		return &configv1.ValidateResponse{Valid: false, Notes: pluginconf.Notes(err)}, nil
 	}
@@ -62,35 +67,35 @@ func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*co
 // Attest runs one attestation: hello -> challenge -> evidence -> attributes.
 func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 	p.mu.RLock()
-	policy := p.policy
+	cfg := p.cfg
 	p.mu.RUnlock()
-	if policy == nil {
+	if cfg == nil {
 		return status.Error(codes.FailedPrecondition, "not configured")
 	}
 
 	req, err := stream.Recv()
 	if err != nil {
-		return err
+		return p.rejected(streamEnded(err, "hello"))
 	}
 	hello := req.GetPayload()
 	if len(hello) == 0 {
 		return status.Error(codes.InvalidArgument, "missing attestation payload (hello)")
 	}
-	sess, challenge, err := session.Start(policy, hello)
+	sess, challenge, err := session.Start(cfg.policy, hello)
 	if err != nil {
 		return p.rejected(err)
 	}
 	if err := stream.Send(&nodeattestorv1.AttestResponse{
 		Response: &nodeattestorv1.AttestResponse_Challenge{Challenge: challenge},
 	}); err != nil {
-		return err
+		return p.rejected(fmt.Errorf("sending the challenge: %w", err))
 	}
 
-	req, err = stream.Recv()
+	evidence, err := recvEvidence(stream, cfg.evidenceTimeout)
 	if err != nil {
-		return err
+		return p.rejected(err)
 	}
-	result, err := sess.Finish(req.GetChallengeResponse())
+	result, err := sess.Finish(evidence)
 	if err != nil {
 		return p.rejected(err)
 	}
@@ -108,31 +113,119 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 	})
 }
 
-// rejected logs a rejection and turns it into a gRPC status.
-func (p *Plugin) rejected(err error) error {
-	code := Code(err)
-	reason := "internal"
-	var ve *verify.Error
-	if errors.As(err, &ve) {
-		reason = string(ve.Reason)
-	} else if code == codes.InvalidArgument {
-		reason = "malformed"
+// Reasons the shell reports for what is not a verification failure
+// (session and verify name theirs).
+const (
+	ReasonMalformed          verify.Reason = "malformed"
+	ReasonTooLarge           verify.Reason = "too_large"
+	ReasonVersionUnsupported verify.Reason = "version_unsupported"
+	ReasonStreamClosed       verify.Reason = "stream_closed"
+	ReasonEvidenceTimeout    verify.Reason = "evidence_timeout"
+	ReasonCanceled           verify.Reason = "canceled"
+	ReasonDeadline           verify.Reason = "deadline"
+	ReasonInternal           verify.Reason = "internal"
+)
+
+// Ends of the stream that are the agent's doing.
+var (
+	errStreamClosed    = errors.New("agent closed the stream")
+	errEvidenceTimeout = errors.New("evidence_timeout passed")
+)
+
+// streamEnded says which message the agent had not sent when its stream
+// ended: io.EOF is a half-close, anything else (a cancelled or expired
+// context) is a gRPC status that keeps its code.
+func streamEnded(err error, message string) error {
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w before sending its %s", errStreamClosed, message)
 	}
-	p.log.Warn("Attestation refused", "reason", reason, "error", err.Error())
-	return status.Errorf(code, "tpmid: attestation refused (%s): %v", reason, err)
+	return fmt.Errorf("receiving the %s: %w", message, err)
 }
 
-// Code maps a session error to its gRPC code.
+// recvEvidence waits at most timeout for the agent's answer to the
+// challenge. stream.Recv cannot be given a deadline, so it runs in a
+// goroutine; when the wait ends first, Attest returns, gRPC cancels the
+// stream's context, Recv returns with it and the goroutine ends.
+func recvEvidence(stream nodeattestorv1.NodeAttestor_AttestServer, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeoutCause(stream.Context(), timeout,
+		fmt.Errorf("%w: the agent sent no evidence within %s of the challenge", errEvidenceTimeout, timeout))
+	defer cancel()
+	type received struct {
+		req *nodeattestorv1.AttestRequest
+		err error
+	}
+	done := make(chan received, 1) // buffered, so the goroutine never waits for a reader
+	go func() {
+		req, err := stream.Recv()
+		done <- received{req, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, streamEnded(r.err, "evidence")
+		}
+		return r.req.GetChallengeResponse(), nil
+	case <-ctx.Done():
+		// The timeout's cause, or the stream's own end (context.Canceled,
+		// context.DeadlineExceeded).
+		return nil, fmt.Errorf("waiting for the evidence: %w", context.Cause(ctx))
+	}
+}
+
+// rejected logs a rejection and turns it into a gRPC status.
+func (p *Plugin) rejected(err error) error {
+	reason := Reason(err)
+	p.log.Warn("Attestation refused", "reason", reason, "error", err.Error())
+	return status.Errorf(Code(err), "tpmid: attestation refused (%s): %v", reason, err)
+}
+
+// Code maps an attestation error to its gRPC code.
 func Code(err error) codes.Code {
 	var ve *verify.Error
 	switch {
-	case errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrVersion):
+	case errors.Is(err, errEvidenceTimeout):
+		return codes.DeadlineExceeded
+	case errors.Is(err, errStreamClosed), errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrVersion):
 		return codes.InvalidArgument
 	case errors.As(err, &ve):
 		if strings.HasSuffix(string(ve.Reason), "_malformed") {
 			return codes.InvalidArgument
 		}
 		return codes.PermissionDenied
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	}
+	// A status from the stream (Canceled, DeadlineExceeded, ...) keeps its code.
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		return s.Code()
 	}
 	return codes.Internal
+}
+
+// Reason names an attestation error for the log and the status message.
+func Reason(err error) verify.Reason {
+	var ve *verify.Error
+	switch {
+	case errors.As(err, &ve):
+		return ve.Reason
+	case errors.Is(err, errEvidenceTimeout):
+		return ReasonEvidenceTimeout
+	case errors.Is(err, errStreamClosed):
+		return ReasonStreamClosed
+	case errors.Is(err, wire.ErrVersion):
+		return ReasonVersionUnsupported
+	case errors.Is(err, wire.ErrTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, wire.ErrMalformed):
+		return ReasonMalformed
+	}
+	switch Code(err) {
+	case codes.Canceled:
+		return ReasonCanceled
+	case codes.DeadlineExceeded:
+		return ReasonDeadline
+	}
+	return ReasonInternal
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"github.com/spiffe/spire-plugin-sdk/plugintest"
 	agentnav1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
@@ -29,30 +30,42 @@ type pair struct {
 
 func servePair(t *testing.T, agentHCL, serverHCL string) *pair {
 	t.Helper()
-	p := &pair{agent: new(agentnav1.NodeAttestorPluginClient), server: new(servernav1.NodeAttestorPluginClient)}
-	agentCfg, serverCfg := new(configv1.ConfigServiceClient), new(configv1.ConfigServiceClient)
-	ap, sp := agentplugin.New(), serverplugin.New()
+	p := &pair{agent: new(agentnav1.NodeAttestorPluginClient)}
+	agentCfg := new(configv1.ConfigServiceClient)
+	ap := agentplugin.New()
 	plugintest.ServeInBackground(t, plugintest.Config{
 		PluginServer:   agentnav1.NodeAttestorPluginServer(ap),
 		PluginClient:   p.agent,
 		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(ap)},
 		ServiceClients: []pluginsdk.ServiceClient{agentCfg},
 	})
-	plugintest.ServeInBackground(t, plugintest.Config{
-		PluginServer:   servernav1.NodeAttestorPluginServer(sp),
-		PluginClient:   p.server,
-		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(sp)},
-		ServiceClients: []pluginsdk.ServiceClient{serverCfg},
-	})
 	core := &configv1.CoreConfiguration{TrustDomain: "example.org"}
-	ctx := context.Background()
-	if _, err := agentCfg.Configure(ctx, &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: agentHCL}); err != nil {
+	if _, err := agentCfg.Configure(context.Background(), &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: agentHCL}); err != nil {
 		t.Fatalf("configure agent plugin: %v", err)
 	}
-	if _, err := serverCfg.Configure(ctx, &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: serverHCL}); err != nil {
+	p.server = serveServer(t, serverHCL, nil)
+	return p
+}
+
+// serveServer serves the server plugin alone over the plugin SDK's real
+// gRPC transport, as spire-server loads it, and configures it; log, when
+// not nil, receives the plugin's log.
+func serveServer(t *testing.T, serverHCL string, log hclog.Logger) *servernav1.NodeAttestorPluginClient {
+	t.Helper()
+	client, serverCfg := new(servernav1.NodeAttestorPluginClient), new(configv1.ConfigServiceClient)
+	sp := serverplugin.New()
+	plugintest.ServeInBackground(t, plugintest.Config{
+		PluginServer:   servernav1.NodeAttestorPluginServer(sp),
+		PluginClient:   client,
+		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(sp)},
+		ServiceClients: []pluginsdk.ServiceClient{serverCfg},
+		Logger:         log,
+	})
+	core := &configv1.CoreConfiguration{TrustDomain: "example.org"}
+	if _, err := serverCfg.Configure(context.Background(), &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: serverHCL}); err != nil {
 		t.Fatalf("configure server plugin: %v", err)
 	}
-	return p
+	return client
 }
 
 // attest relays messages between the two plugins, as SPIRE does between
