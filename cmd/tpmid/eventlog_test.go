@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"os"
@@ -100,7 +101,7 @@ func TestEventlogShowReal(t *testing.T) {
 		contains []string
 	}{
 		{"eventlogs/go-tpm-tools/arch-linux-workstation.bin", []string{"secure boot: disabled", "quirk: secureboot-variable-empty", "EV_EFI_VARIABLE_DRIVER_CONFIG"}},
-		{"eventlogs/go-tpm-tools/debian-10.bin", []string{"secure boot: enabled", "format: legacy-sha1", "malformed PCR7 authority records: [23]"}},
+		{"eventlogs/go-tpm-tools/debian-10.bin", []string{"secure boot: enabled", "format: legacy-sha1", "PCR7 authority records: [19 23]", "quirk: authority-digest-excludes-last-byte"}},
 		{"eventlogs/go-attestation/option_rom_eventlog.bin", []string{"PCR-  EV_NO_ACTION", "quirk: pcr-0xffffffff-trailer"}},
 		{"eventlogs/go-tpm-tools/gdc-host.bin", []string{"quirk: startup-locality", `"StartupLocality"`, "EV_EFI_BOOT_SERVICES_APPLICATION"}},
 	}
@@ -171,5 +172,34 @@ func TestEventlogCLIBuiltLog(t *testing.T) {
 	}
 	if !found {
 		t.Error("eventlog command not registered on rootCmd")
+	}
+}
+
+// TestEventlogShowTampered: a record whose digest is not the hash of its
+// data is named, and the forged Secure Boot state is not shown as enabled.
+func TestEventlogShowTampered(t *testing.T) {
+	b, _ := eventlog.NewBuilder(pcrs.SHA256)
+	off := eventlog.EFIVariableData(eventlog.EFIGlobalVariable, "SecureBoot", []byte{0})
+	on := eventlog.EFIVariableData(eventlog.EFIGlobalVariable, "SecureBoot", []byte{1})
+	h := sha256.Sum256(off)
+	if err := b.ExtendDigest(7, eventlog.EvEFIVariableDriverConf, map[pcrs.Alg][]byte{pcrs.SHA256: h[:]}, on); err != nil {
+		t.Fatal(err)
+	}
+	b.Extend(7, eventlog.EvSeparator, []byte{0, 0, 0, 0})
+	path := filepath.Join(t.TempDir(), "log.bin")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCmd(t, newEventlogShowCmd(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"TAMPERED: event 1 (PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG)", "secure boot: error"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
+	}
+	if strings.Contains(out, "secure boot: enabled") {
+		t.Errorf("forged state shown:\n%s", out)
 	}
 }
