@@ -115,7 +115,7 @@ func Start(p *Policy, helloRaw []byte) (*Session, []byte, error) {
 	if err := verify.CheckAKAttributes(s.ak); err != nil {
 		return nil, nil, err
 	}
-	if err := verify.CheckAKNameAlg(s.ak); err != nil {
+	if err := verify.CheckAKStrength(s.ak); err != nil {
 		return nil, nil, err
 	}
 	params := attest.ActivationParameters{

@@ -162,12 +162,16 @@ func CheckAKAttributes(ak *AKPublic) error {
 	return nil
 }
 
-// CheckAKNameAlg requires a TPM-held AK's name algorithm to be SHA-256 or
-// stronger. The AK's Name (nameAlg || H_nameAlg(TPMT_PUBLIC)) is what
+// CheckAKStrength refuses, before any challenge, an AK whose quotes could
+// not be trusted anyway (ReasonAKWeak): an RSA key under 2048 bits, or a
+// TPM-held AK whose name algorithm is weaker than SHA-256. The AK's Name (nameAlg || H_nameAlg(TPMT_PUBLIC)) is what
 // TPM2_MakeCredential binds the credential to and what the creation
 // attestation certifies; with SHA-1 a collision could stand another public
 // area, with other attributes or another key, in for the one the TPM holds.
-func CheckAKNameAlg(ak *AKPublic) error {
+func CheckAKStrength(ak *AKPublic) error {
+	if k, ok := ak.rsaKey(); ok && k.N.BitLen() < 2048 {
+		return failf(ReasonAKWeak, "RSA key of %d bits, want at least 2048", k.N.BitLen())
+	}
 	if ak == nil || len(ak.TPMTPublic) < 4 {
 		return failf(ReasonAKMalformed, "no TPMT_PUBLIC: the name algorithm cannot be checked")
 	}
@@ -181,6 +185,14 @@ func CheckAKNameAlg(ak *AKPublic) error {
 		return failf(ReasonAKWeak, "name algorithm %s (0x%04x) is weaker than SHA-256", h, uint16(alg))
 	}
 	return nil
+}
+
+func (ak *AKPublic) rsaKey() (*rsa.PublicKey, bool) {
+	if ak == nil {
+		return nil, false
+	}
+	k, ok := ak.Public.(*rsa.PublicKey)
+	return k, ok
 }
 
 // unmarshalCanonical decodes a TPM structure with go-tpm and requires that
