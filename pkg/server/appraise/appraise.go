@@ -165,6 +165,9 @@ type Facts struct {
 	// manufacturer, model or version), "" when none.
 	EKQuirk    string
 	SecureBoot string // "enabled", "disabled" or "" when unknown
+	Host       string   // the enrolled or bound hostname, "" when none
+	Groups     []string // the host's groups
+	Profile    string   // the reference profile that allowed the boot
 	// PCRs maps "<bank>:<index>" to the quoted hex value.
 	PCRs map[string]string
 }
@@ -188,6 +191,11 @@ func Selectors(f Facts, withPCRs bool) []string {
 	add("ek_issuer", f.EKIssuer)
 	add("ek_quirk", f.EKQuirk)
 	add("secureboot", f.SecureBoot)
+	add("host", f.Host)
+	for _, g := range f.Groups {
+		add("group", g)
+	}
+	add("profile", f.Profile)
 	if withPCRs {
 		keys := make([]string, 0, len(f.PCRs))
 		for k := range f.PCRs {

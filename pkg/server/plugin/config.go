@@ -52,10 +52,11 @@ const (
 // defaultEvidenceTimeout is evidence_timeout's default.
 const defaultEvidenceTimeout = 60 * time.Second
 
-// settings is one parsed configuration: the session's policy and the
-// shell's own limit on the stream.
+// settings is one parsed configuration: the session's configuration with
+// its ports, and the shell's own limit on the stream.
 type settings struct {
-	policy          *session.Policy
+	session         *session.Config
+	ek              *session.EKPolicy
 	evidenceTimeout time.Duration
 }
 
@@ -73,8 +74,10 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 		return nil, err
 	}
 	errs = append(errs, unknown...)
-	p := &session.Policy{
+	ek := &session.EKPolicy{}
+	p := &session.Config{
 		TrustDomain:     td,
+		EK:              ek,
 		RequireEventLog: c.RequireEventLog == nil || *c.RequireEventLog,
 		PCRSelectors:    c.PCRSelectors,
 		MaxHello:        orDefault(c.MaxHelloSize, wire.DefaultMaxHello),
@@ -101,27 +104,27 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	if c.EKPolicy == "" {
 		c.EKPolicy = string(appraise.EKPolicyCert)
 	}
-	p.EKPolicy, err = appraise.ParseEKPolicy(c.EKPolicy)
+	ek.Policy, err = appraise.ParseEKPolicy(c.EKPolicy)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if p.EKPolicy.NeedsTrust() {
+	if ek.Policy.NeedsTrust() {
 		if c.EKCABundle == "" {
-			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", p.EKPolicy))
-		} else if p.EKTrust, err = verify.LoadEKTrust(c.EKCABundle); err != nil {
+			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", ek.Policy))
+		} else if ek.Trust, err = verify.LoadEKTrust(c.EKCABundle); err != nil {
 			errs = append(errs, fmt.Errorf("ek_ca_bundle: %w", err))
 		}
 	} else if c.EKCABundle != "" {
-		errs = append(errs, fmt.Errorf("ek_ca_bundle is set but ek_policy %q does not use it", p.EKPolicy))
+		errs = append(errs, fmt.Errorf("ek_ca_bundle is set but ek_policy %q does not use it", ek.Policy))
 	}
-	if p.EKPolicy.NeedsAllowlist() {
+	if ek.Policy.NeedsAllowlist() {
 		if c.EKHashAllowlist == "" {
-			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_hash_allowlist", p.EKPolicy))
-		} else if p.Allowlist, err = appraise.LoadAllowlist(c.EKHashAllowlist); err != nil {
+			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_hash_allowlist", ek.Policy))
+		} else if ek.Allowlist, err = appraise.LoadAllowlist(c.EKHashAllowlist); err != nil {
 			errs = append(errs, err)
 		}
 	} else if c.EKHashAllowlist != "" {
-		errs = append(errs, fmt.Errorf("ek_hash_allowlist is set but ek_policy %q does not use it", p.EKPolicy))
+		errs = append(errs, fmt.Errorf("ek_hash_allowlist is set but ek_policy %q does not use it", ek.Policy))
 	}
 
 	banks := c.PCRBanks
@@ -158,7 +161,7 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &settings{policy: p, evidenceTimeout: evidenceTimeout}, nil
+	return &settings{session: p, ek: ek, evidenceTimeout: evidenceTimeout}, nil
 }
 
 func orDefault(v, def int) int {

@@ -115,8 +115,8 @@ ek_ca_bundle = "` + bundle + `"`, errs: []string{"does not use it"}},
 				if err != nil {
 					t.Fatal(err)
 				}
-				p := s.policy
-				tt.check(t, &policyView{p.EKPolicy, p.RequireEventLog, p.PCRSelectors, p.Selections, p.MaxHello})
+				p := s.session
+				tt.check(t, &policyView{s.ek.Policy, p.RequireEventLog, p.PCRSelectors, p.Selections, p.MaxHello})
 				return
 			}
 			if err == nil {

@@ -100,9 +100,9 @@ func TestBuildConfigLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.policy.MaxEvidence != tc.maxEvidence || s.policy.MaxHello != tc.maxHello || s.evidenceTimeout != tc.timeout {
+			if s.session.MaxEvidence != tc.maxEvidence || s.session.MaxHello != tc.maxHello || s.evidenceTimeout != tc.timeout {
 				t.Errorf("got evidence %d, hello %d, timeout %s; want %d, %d, %s",
-					s.policy.MaxEvidence, s.policy.MaxHello, s.evidenceTimeout, tc.maxEvidence, tc.maxHello, tc.timeout)
+					s.session.MaxEvidence, s.session.MaxHello, s.evidenceTimeout, tc.maxEvidence, tc.maxHello, tc.timeout)
 			}
 		})
 	}

@@ -73,32 +73,40 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 		return status.Error(codes.FailedPrecondition, "not configured")
 	}
 
+	ctx := stream.Context()
 	req, err := stream.Recv()
 	if err != nil {
 		return p.rejected(streamEnded(err, "hello"))
 	}
-	hello := req.GetPayload()
-	if len(hello) == 0 {
+	msg := req.GetPayload()
+	if len(msg) == 0 {
 		return status.Error(codes.InvalidArgument, "missing attestation payload (hello)")
 	}
-	sess, challenge, err := session.Start(cfg.policy, hello)
-	if err != nil {
-		return p.rejected(err)
+	sess := session.New(cfg.session)
+	// The session's steps decide how many round trips there are; the
+	// shell relays until it has a verdict.
+	for {
+		reply, result, err := sess.Next(ctx, msg)
+		if err != nil {
+			return p.rejected(err)
+		}
+		if result != nil {
+			return p.admitted(stream, result)
+		}
+		if err := stream.Send(&nodeattestorv1.AttestResponse{
+			Response: &nodeattestorv1.AttestResponse_Challenge{Challenge: reply},
+		}); err != nil {
+			return p.rejected(fmt.Errorf("sending the challenge: %w", err))
+		}
+		if msg, err = recvEvidence(stream, cfg.evidenceTimeout); err != nil {
+			p.abandoned(ctx, sess, cfg, err)
+			return p.rejected(err)
+		}
 	}
-	if err := stream.Send(&nodeattestorv1.AttestResponse{
-		Response: &nodeattestorv1.AttestResponse_Challenge{Challenge: challenge},
-	}); err != nil {
-		return p.rejected(fmt.Errorf("sending the challenge: %w", err))
-	}
+}
 
-	evidence, err := recvEvidence(stream, cfg.evidenceTimeout)
-	if err != nil {
-		return p.rejected(err)
-	}
-	result, err := sess.Finish(evidence)
-	if err != nil {
-		return p.rejected(err)
-	}
+// admitted logs an admission and returns the agent's attributes to SPIRE.
+func (p *Plugin) admitted(stream nodeattestorv1.NodeAttestor_AttestServer, result *session.Result) error {
 	p.log.Info("Agent attested", "agent_id", result.AgentID.String(), "ek_hash", result.Facts.EKHash)
 	return stream.Send(&nodeattestorv1.AttestResponse{
 		Response: &nodeattestorv1.AttestResponse_AgentAttributes{
@@ -111,6 +119,17 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 			},
 		},
 	})
+}
+
+// abandoned records, with a node store, an attempt whose agent stopped
+// answering between steps (the session never saw a message to refuse).
+func (p *Plugin) abandoned(ctx context.Context, sess *session.Session, cfg *settings, err error) {
+	if cfg.session.Nodes == nil || sess.Facts().EKHash == "" {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	cfg.session.Nodes.Refused(rctx, sess.Facts(), err)
 }
 
 // Reasons the shell reports for what is not a verification failure

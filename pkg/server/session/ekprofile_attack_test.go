@@ -55,7 +55,7 @@ type attackOutcome struct {
 // does: a hello with the machine's real AK but the software EK, then, if
 // challenged, the credential activated in software (softtpm), real quotes
 // from the TPM bound to this forged hello, and the activation proof.
-func softwareEKAgent(t *testing.T, f *fixture, p *session.Policy, ek softwareEK) attackOutcome {
+func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK) attackOutcome {
 	t.Helper()
 	as, helloRaw, err := agent.BeginWith(f.TPM, f.cfg)
 	if err != nil {
@@ -75,7 +75,7 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Policy, ek softwareEK)
 		t.Fatal(err)
 	}
 
-	ss, challenge, err := session.Start(p, helloRaw)
+	ss, challenge, err := startSession(p, helloRaw)
 	if err != nil {
 		if ss != nil || challenge != nil {
 			t.Errorf("Start refused (%v) but returned a session or a challenge", err)
@@ -120,7 +120,7 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Policy, ek softwareEK)
 	if evRaw, err = wire.Encode(ev); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ss.Finish(evRaw)
+	res, err := finishSession(ss, evRaw)
 	return attackOutcome{challenged: true, res: res, err: err}
 }
 
@@ -175,8 +175,8 @@ func refusedByProfile(t *testing.T, o attackOutcome, rule string) {
 // attackPolicies are every ek_policy that uses the EK certificate, the
 // allowlist ones listing the attacker's key: a non-EK certificate is
 // hostile, and no allowlist entry rescues it.
-func attackPolicies(t *testing.T, f *fixture, attackerHash string) map[string]*session.Policy {
-	return map[string]*session.Policy{
+func attackPolicies(t *testing.T, f *fixture, attackerHash string) map[string]*session.Config {
+	return map[string]*session.Config{
 		"cert":                             f.policy(t, appraise.EKPolicyCert, f.TrustDir),
 		"cert_or_allowlist (allowlisted)":  f.policy(t, appraise.EKPolicyCertOrAllowlist, f.TrustDir, attackerHash),
 		"cert_and_allowlist (allowlisted)": f.policy(t, appraise.EKPolicyCertAndAllowlist, f.TrustDir, attackerHash),
@@ -432,7 +432,7 @@ func TestGCEQuirkSelector(t *testing.T) {
 			t.Errorf("selector %s from a certificate without SAN", s)
 		}
 	}
-	if res.Facts.EKQuirk != verify.QuirkGCEEKNoSAN {
-		t.Errorf("facts EKQuirk %q", res.Facts.EKQuirk)
+	if res.Facts.EK.Quirk != verify.QuirkGCEEKNoSAN {
+		t.Errorf("facts EKQuirk %q", res.Facts.EK.Quirk)
 	}
 }

@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -37,11 +38,12 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{Machine: m, cfg: agent.Config{EKCertificatePath: m.EKCertPath, Hostname: "node-1"}}
 }
 
-func (f *fixture) policy(t testing.TB, ekPolicy appraise.EKPolicy, trustDir string, allow ...string) *session.Policy {
+func (f *fixture) policy(t testing.TB, ekPolicy appraise.EKPolicy, trustDir string, allow ...string) *session.Config {
 	t.Helper()
-	p := &session.Policy{
+	ek := &session.EKPolicy{Policy: ekPolicy}
+	p := &session.Config{
 		TrustDomain:     spiffeid.RequireTrustDomainFromString("example.org"),
-		EKPolicy:        ekPolicy,
+		EK:              ek,
 		Selections:      []wire.Selection{{Bank: "sha256", PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}}},
 		RequireEventLog: true,
 		MaxHello:        wire.DefaultMaxHello,
@@ -52,16 +54,32 @@ func (f *fixture) policy(t testing.TB, ekPolicy appraise.EKPolicy, trustDir stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.EKTrust = trust
+		ek.Trust = trust
 	}
 	if ekPolicy.NeedsAllowlist() {
 		al, err := appraise.ParseAllowlist([]byte(strings.Join(allow, "\n")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.Allowlist = al
+		ek.Allowlist = al
 	}
 	return p
+}
+
+// startSession runs the hello step, as the plugin shell does.
+func startSession(p *session.Config, hello []byte) (*session.Session, []byte, error) {
+	s := session.New(p)
+	challenge, _, err := s.Next(context.Background(), hello)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, challenge, nil
+}
+
+// finishSession runs the evidence step.
+func finishSession(s *session.Session, evidence []byte) (*session.Result, error) {
+	_, res, err := s.Next(context.Background(), evidence)
+	return res, err
 }
 
 // hooks tamper with the exchange, as a man in the middle or a lying agent.
@@ -72,7 +90,7 @@ type hooks struct {
 	rawEviden func([]byte) []byte
 }
 
-func run(t *testing.T, f *fixture, p *session.Policy, h hooks) (*session.Result, error) {
+func run(t *testing.T, f *fixture, p *session.Config, h hooks) (*session.Result, error) {
 	t.Helper()
 	as, hello, err := agent.BeginWith(f.TPM, f.cfg)
 	if err != nil {
@@ -90,7 +108,7 @@ func run(t *testing.T, f *fixture, p *session.Policy, h hooks) (*session.Result,
 	if h.rawHello != nil {
 		hello = h.rawHello(hello)
 	}
-	ss, challenge, err := session.Start(p, hello)
+	ss, challenge, err := startSession(p, hello)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +127,7 @@ func run(t *testing.T, f *fixture, p *session.Policy, h hooks) (*session.Result,
 	if h.rawEviden != nil {
 		evidence = h.rawEviden(evidence)
 	}
-	return ss.Finish(evidence)
+	return finishSession(ss, evidence)
 }
 
 // requote replaces the sha256 quote by one the agent's real AK makes with
@@ -205,7 +223,7 @@ func TestAttestation(t *testing.T) {
 	twoBanks.Selections = []wire.Selection{{Bank: "sha1", PCRs: []int{0, 7}}, {Bank: "sha256", PCRs: []int{0, 7}}}
 	tests := []struct {
 		name   string
-		policy *session.Policy
+		policy *session.Config
 		hooks  hooks
 		reason verify.Reason
 		want   string // a fragment of the message a person reads
@@ -496,7 +514,7 @@ func BenchmarkAttestation(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				ss, challenge, err := session.Start(p, hello)
+				ss, challenge, err := startSession(p, hello)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -504,7 +522,7 @@ func BenchmarkAttestation(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := ss.Finish(evidence); err != nil {
+				if _, err := finishSession(ss, evidence); err != nil {
 					b.Fatal(err)
 				}
 				as.Close()
@@ -638,7 +656,7 @@ func TestECCEndorsementKey(t *testing.T) {
 				if helloRaw, err = wire.Encode(hello); err != nil {
 					t.Fatal(err)
 				}
-				ss, challenge, err := session.Start(p, helloRaw)
+				ss, challenge, err := startSession(p, helloRaw)
 				if err != nil {
 					t.Fatalf("server refused the claimed (trusted) EK before the challenge: %v", err)
 				}
@@ -671,7 +689,7 @@ func TestECCEndorsementKey(t *testing.T) {
 				if evRaw, err = wire.Encode(ev); err != nil {
 					t.Fatal(err)
 				}
-				res, err := ss.Finish(evRaw)
+				res, err := finishSession(ss, evRaw)
 				if err == nil {
 					t.Fatalf("admitted as %s", res.AgentID)
 				}

@@ -1,0 +1,128 @@
+package session
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/google/go-attestation/attest"
+
+	"github.com/tpmid/tpmid/pkg/common/wire"
+	"github.com/tpmid/tpmid/pkg/server/verify"
+)
+
+// EKClaim is the EK an agent presents in its hello, decoded.
+type EKClaim struct {
+	Public        crypto.PublicKey
+	Hash          string
+	Certificate   *x509.Certificate // nil when the agent sent none
+	Intermediates []*x509.Certificate
+}
+
+// helloStep checks the hello: the EK by the EK admission port, the AK's
+// attributes, strength and creation data, and answers with a challenge
+// that carries TPM2_MakeCredential output for (EK public, AK name).
+func (s *Session) helloStep(ctx context.Context, helloRaw []byte) ([]byte, error) {
+	cfg := s.cfg
+	hello, err := wire.DecodeHello(helloRaw, cfg.MaxHello)
+	if err != nil {
+		return nil, err
+	}
+	s.hello, s.helloRaw = hello, helloRaw
+	s.facts.Hostname = strings.ToLower(hello.Hostname)
+
+	claim, err := s.ekClaim(hello)
+	if err != nil {
+		return nil, err
+	}
+	if s.facts.EK, err = cfg.EK.AdmitEK(ctx, claim); err != nil {
+		return nil, err
+	}
+
+	if s.ak, err = verify.ParseAKPublic(hello.AK.Public); err != nil {
+		return nil, err
+	}
+	if err := verify.CheckAKAttributes(s.ak); err != nil {
+		return nil, err
+	}
+	if err := verify.CheckAKStrength(s.ak); err != nil {
+		return nil, err
+	}
+	s.facts.AKName = s.ak.Name
+	params := attest.ActivationParameters{
+		EK: claim.Public,
+		AK: attest.AttestationParameters{
+			Public:            hello.AK.Public,
+			CreateData:        hello.AK.CreateData,
+			CreateAttestation: hello.AK.CreateAttestation,
+			CreateSignature:   hello.AK.CreateSignature,
+		},
+		Rand: cfg.rand(),
+	}
+	// Generate runs go-attestation's CheckAKParameters (creation data digest,
+	// TPM_GENERATED creation attestation signed by the AK, name match) before
+	// TPM2_MakeCredential.
+	secret, cred, err := params.Generate()
+	if err != nil {
+		return nil, &verify.Error{Reason: ReasonAKCreation, Err: err}
+	}
+	s.secret = secret
+
+	s.serverNonce = make([]byte, wire.NonceSize)
+	if _, err := io.ReadFull(cfg.rand(), s.serverNonce); err != nil {
+		return nil, fmt.Errorf("server nonce: %w", err)
+	}
+	ch := wire.Challenge{
+		Version:          wire.Version,
+		Nonce:            s.serverNonce,
+		Selections:       cfg.Selections,
+		EventLogRequired: cfg.RequireEventLog,
+		Credential:       &wire.Credential{Blob: cred.Credential, Secret: cred.Secret},
+	}
+	if s.challenge, err = wire.Encode(ch); err != nil {
+		return nil, err
+	}
+	return s.challenge, nil
+}
+
+// ekClaim decodes the hello's EK: its public key (whose hash names the
+// agent), and the certificate and intermediates when sent. The certificate
+// must be for the same key.
+func (s *Session) ekClaim(hello *wire.Hello) (*EKClaim, error) {
+	pub, err := x509.ParsePKIXPublicKey(hello.EK.Public)
+	if err != nil {
+		return nil, reject(ReasonEKMalformed, "EK public key is not PKIX DER: %v", err)
+	}
+	hash, err := verify.EKHash(pub)
+	if err != nil {
+		return nil, reject(ReasonEKMalformed, "EK public key: %v", err)
+	}
+	s.facts.EKHash, s.facts.EKPublic = hash, hello.EK.Public
+	c := &EKClaim{Public: pub, Hash: hash}
+	if len(hello.EK.Certificate) == 0 {
+		return c, nil
+	}
+	if c.Certificate, err = verify.ParseEKCert(hello.EK.Certificate); err != nil {
+		return nil, err
+	}
+	s.facts.EKCert = c.Certificate.Raw
+	if !publicKeysEqual(c.Certificate.PublicKey, pub) {
+		return nil, reject(ReasonEKMismatch, "EK certificate is for another key than the EK public key sent")
+	}
+	for i, der := range hello.EK.Intermediates {
+		ic, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, reject(ReasonEKMalformed, "EK intermediate %d: %v", i, err)
+		}
+		c.Intermediates = append(c.Intermediates, ic)
+	}
+	return c, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
