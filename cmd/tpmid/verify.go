@@ -14,6 +14,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/server/trustfiles"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
@@ -217,13 +218,13 @@ func newVerifyEKCertCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			trust, err := verify.LoadEKTrust(roots)
+			trust, err := trustfiles.LoadEKTrust(roots)
 			if err != nil {
 				return err
 			}
 			var extra []*x509.Certificate
 			if inters != "" {
-				if extra, err = verify.LoadCertificates(inters); err != nil {
+				if extra, err = trustfiles.LoadCertificates(inters); err != nil {
 					return err
 				}
 			}

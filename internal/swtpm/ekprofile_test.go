@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tpmid/tpmid/internal/swtpm"
+	"github.com/tpmid/tpmid/pkg/server/trustfiles"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
@@ -29,7 +30,7 @@ func TestEKCertificatesMeetProfile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			trust, err := verify.LoadEKTrust(m.BundleDir)
+			trust, err := trustfiles.LoadEKTrust(m.BundleDir)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 )
 
 // EKPolicy says what admits an endorsement key.
@@ -112,18 +111,6 @@ type Allowlist map[string]struct{}
 func (a Allowlist) Contains(hash string) bool {
 	_, ok := a[strings.ToLower(hash)]
 	return ok
-}
-
-const maxAllowlistFile = 16 << 20
-
-// LoadAllowlist reads one hex hash a line; blank lines and lines starting
-// with # are ignored. Every bad line is reported, with its number.
-func LoadAllowlist(path string) (Allowlist, error) {
-	data, err := boundedfile.Read(path, maxAllowlistFile)
-	if err != nil {
-		return nil, fmt.Errorf("ek_hash_allowlist: %w", err)
-	}
-	return ParseAllowlist(data)
 }
 
 // ParseAllowlist parses the allowlist file format.

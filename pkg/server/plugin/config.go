@@ -13,7 +13,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
-	"github.com/tpmid/tpmid/pkg/server/verify"
+	"github.com/tpmid/tpmid/pkg/server/trustfiles"
 )
 
 // Config is the server plugin's plugin_data.
@@ -111,7 +111,7 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	if ek.Policy.NeedsTrust() {
 		if c.EKCABundle == "" {
 			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", ek.Policy))
-		} else if ek.Trust, err = verify.LoadEKTrust(c.EKCABundle); err != nil {
+		} else if ek.Trust, err = trustfiles.LoadEKTrust(c.EKCABundle); err != nil {
 			errs = append(errs, fmt.Errorf("ek_ca_bundle: %w", err))
 		}
 	} else if c.EKCABundle != "" {
@@ -120,7 +120,7 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	if ek.Policy.NeedsAllowlist() {
 		if c.EKHashAllowlist == "" {
 			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_hash_allowlist", ek.Policy))
-		} else if ek.Allowlist, err = appraise.LoadAllowlist(c.EKHashAllowlist); err != nil {
+		} else if ek.Allowlist, err = trustfiles.LoadAllowlist(c.EKHashAllowlist); err != nil {
 			errs = append(errs, err)
 		}
 	} else if c.EKHashAllowlist != "" {

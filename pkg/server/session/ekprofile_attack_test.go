@@ -27,6 +27,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
+	"github.com/tpmid/tpmid/pkg/server/trustfiles"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
@@ -239,7 +240,7 @@ func TestAttackNonEKCertificateSoftwareActivation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trust, err := verify.LoadEKTrust(f.TrustDir)
+		trust, err := trustfiles.LoadEKTrust(f.TrustDir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
+	"github.com/tpmid/tpmid/pkg/server/trustfiles"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
@@ -50,7 +51,7 @@ func (f *fixture) policy(t testing.TB, ekPolicy appraise.EKPolicy, trustDir stri
 		MaxEvidence:     wire.DefaultMaxEvidence,
 	}
 	if ekPolicy.NeedsTrust() {
-		trust, err := verify.LoadEKTrust(trustDir)
+		trust, err := trustfiles.LoadEKTrust(trustDir)
 		if err != nil {
 			t.Fatal(err)
 		}

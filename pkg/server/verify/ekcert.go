@@ -11,25 +11,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 )
 
 // MaxEKCertSize bounds ParseEKCert's input: EK certificate NV indices hold at
 // most a few KB (real ones are 0.7-2 KB, padded to 1600 bytes by some vendors).
 const MaxEKCertSize = 8192
-
-// maxTrustFiles bounds how many files a bundle directory may hold.
-const maxTrustFiles = 10000
-
-// maxTrustFileSize bounds each file LoadEKTrust reads.
-const maxTrustFileSize = 1 << 20
 
 var (
 	oidSubjectAltName  = asn1.ObjectIdentifier{2, 5, 29, 17}
@@ -168,18 +157,11 @@ type EKTrust struct {
 	Roots, Intermediates *x509.CertPool
 }
 
-var trustExts = []string{".pem", ".crt", ".cer", ".der"}
-
-// LoadEKTrust reads a PEM bundle file, or a directory of .pem/.crt/.cer/.der
-// files (PEM, possibly several blocks, or DER; subdirectories included). Self-signed
-// certificates become roots, the others intermediates. Unparsable files, a
-// bundle without certificates, or one without any root are errors
-// (ReasonEKTrustConfig).
-func LoadEKTrust(path string) (*EKTrust, error) {
-	certs, err := LoadCertificates(path)
-	if err != nil {
-		return nil, err
-	}
+// NewEKTrust sorts certificates into trust anchors (self-signed
+// manufacturer roots) and the intermediates that may complete chains. A set
+// without any root is an error (ReasonEKTrustConfig); source names where the
+// certificates came from, for that message.
+func NewEKTrust(certs []*x509.Certificate, source string) (*EKTrust, error) {
 	t := &EKTrust{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
 	nRoots := 0
 	for _, c := range certs {
@@ -191,90 +173,9 @@ func LoadEKTrust(path string) (*EKTrust, error) {
 		}
 	}
 	if nRoots == 0 {
-		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds %d certificates but no self-signed root", path, len(certs))
+		return nil, failf(ReasonEKTrustConfig, "EK trust bundle %s holds %d certificates but no self-signed root", source, len(certs))
 	}
 	return t, nil
-}
-
-// LoadCertificates reads every certificate of a file or directory the way
-// LoadEKTrust does, without sorting roots from intermediates (for
-// operator-supplied intermediates). At least one certificate is required.
-func LoadCertificates(path string) ([]*x509.Certificate, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, failf(ReasonEKTrustConfig, "certificate bundle: %v", err)
-	}
-	files := []string{path}
-	if st.IsDir() {
-		// Vendor CA sets come as trees (one folder per manufacturer), so
-		// the directory is walked; the file count is bounded.
-		files = files[:0]
-		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() || !slices.Contains(trustExts, strings.ToLower(filepath.Ext(p))) {
-				return nil
-			}
-			if len(files) == maxTrustFiles {
-				return fmt.Errorf("more than %d certificate files", maxTrustFiles)
-			}
-			files = append(files, p)
-			return nil
-		})
-		if err != nil {
-			return nil, failf(ReasonEKTrustConfig, "certificate bundle %s: %v", path, err)
-		}
-	}
-	var out []*x509.Certificate
-	for _, f := range files {
-		certs, err := readCertFile(f)
-		if err != nil {
-			return nil, failf(ReasonEKTrustConfig, "%s: %v", f, err)
-		}
-		out = append(out, certs...)
-	}
-	if len(out) == 0 {
-		return nil, failf(ReasonEKTrustConfig, "certificate bundle %s holds no certificate", path)
-	}
-	return out, nil
-}
-
-func readCertFile(path string) ([]*x509.Certificate, error) {
-	b, err := boundedfile.Read(path, maxTrustFileSize)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Contains(b, []byte("-----BEGIN")) {
-		c, err := x509.ParseCertificate(b)
-		if err != nil {
-			return nil, err
-		}
-		return []*x509.Certificate{c}, nil
-	}
-	// Bundles made with cat from files lacking a final newline glue an END
-	// line to the next BEGIN line; pem.Decode would then skip both.
-	b = bytes.ReplaceAll(b, []byte("----------BEGIN "), []byte("-----\n-----BEGIN "))
-	var out []*x509.Certificate
-	for rest := b; ; {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
-	}
-	return out, nil
 }
 
 // selfSigned: subject == issuer and, when both key identifiers are present,

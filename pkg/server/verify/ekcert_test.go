@@ -10,7 +10,6 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +25,7 @@ func allCATrust(t testing.TB) *EKTrust {
 	t.Helper()
 	// The vendor sets sit in one folder each: loading the top folder also
 	// tests that bundle directories are walked.
-	tr, err := LoadEKTrust(realPath(t, "cacerts"))
+	tr, err := testTrust(realPath(t, "cacerts"))
 	if err != nil {
 		t.Fatalf("LoadEKTrust(all cacerts): %v", err)
 	}
@@ -212,7 +211,7 @@ func TestVerifyEKCertRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gceTrust, err := LoadEKTrust(realPath(t, "cacerts/google-gce"))
+	gceTrust, err := testTrust(realPath(t, "cacerts/google-gce"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,54 +303,6 @@ func TestEKAttributes(t *testing.T) {
 	}
 	if _, _, _, err := EKAttributes(pca); ReasonOf(err) != ReasonEKSAN {
 		t.Errorf("no SAN: %v", err)
-	}
-}
-
-func TestLoadEKTrust(t *testing.T) {
-	// A single PEM bundle file with several blocks.
-	if tr, err := LoadEKTrust(realPath(t, "cacerts/safeboot/roots.pem")); err != nil || tr.Roots == nil {
-		t.Errorf("roots.pem: %v", err)
-	}
-	// DER files in a directory.
-	if _, err := LoadEKTrust(realPath(t, "cacerts/google-gce")); err != nil {
-		t.Errorf("google-gce: %v", err)
-	}
-	// Two PEM files glued by cat without a newline between them.
-	glued := filepath.Join(t.TempDir(), "glued.pem")
-	a := bytes.TrimSpace(readReal(t, "cacerts/keylime-tpm_cert_store/GS_TPM_RT.pem"))
-	b := bytes.TrimSpace(readReal(t, "cacerts/keylime-tpm_cert_store/STM_RSA_RT.pem"))
-	if err := os.WriteFile(glued, append(a, b...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if cs, err := LoadCertificates(glued); err != nil || len(cs) != 2 {
-		t.Errorf("glued PEM: %d certificates, %v", len(cs), err)
-	}
-	dir := t.TempDir()
-	bad := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	inter := readReal(t, "cacerts/google-gce/tpm_ek_intermediate_2.crt")
-	for _, c := range []struct {
-		name string
-		path string
-	}{
-		{"missing", filepath.Join(dir, "nope.pem")},
-		{"empty dir", filepath.Dir(bad("empty/readme.txt", []byte("x")))},
-		{"garbage file", bad("garbage.pem", []byte("not a cert"))},
-		{"PEM without certificate", bad("key.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}}))},
-		{"intermediate only", filepath.Dir(bad("interonly/i.crt", inter))},
-		{"unparsable DER in dir", filepath.Dir(bad("baddir/x.der", []byte{0x30, 0x03, 1, 2, 3}))},
-	} {
-		if _, err := LoadEKTrust(c.path); ReasonOf(err) != ReasonEKTrustConfig {
-			t.Errorf("%s: %v, want %s", c.name, err, ReasonEKTrustConfig)
-		}
 	}
 }
 
