@@ -114,7 +114,19 @@ func run() int {
 		return fail(err)
 	}
 	fmt.Printf("         boot measured %s (PCR4) and SecureBoot=%v (PCR7): %d events\n", node.Boot.Kernel, *secureBoot, len(node.Boot.Events))
-	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKCABundle: node.CABundle})
+	// The operator's side: enroll the machine and approve its boot, in
+	// the store the server plugin keeps (SQLite, the default backend).
+	storePath := filepath.Join(logDir, "tpmid.db")
+	var enrolled *demo.Enrollment
+	if err := stepRun(step, "enroll node1 (tpmid store), capture its boot as a profile", func() error {
+		var err error
+		enrolled, err = demo.Enroll(ctx, storePath, node, "node1.example.org", "demo", "demo-boot")
+		return err
+	}); err != nil {
+		return fail(err)
+	}
+	fmt.Printf("         host %s in group %s, profile %s, enrollment = required\n", enrolled.Hostname, enrolled.Group, enrolled.Profile)
+	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKCABundle: node.CABundle, Store: storePath, Enrollment: "required"})
 	if err != nil {
 		return fail(err)
 	}

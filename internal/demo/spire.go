@@ -29,6 +29,10 @@ type ServerOptions struct {
 	PCRSelectors    bool     // pcr_selectors
 	ExtraPluginData string   // appended verbatim inside plugin_data
 	LogLevel        string   // default DEBUG
+	// Store is the tpmid store (SQLite path or postgres:// DSN); empty is
+	// tpmid.db in the server's directory, never the plugin's default path.
+	Store      string
+	Enrollment string // enrollment ("" = plugin default, open)
 }
 
 // Server is a running spire-server.
@@ -75,6 +79,12 @@ func serverPluginData(o ServerOptions) string {
 	}
 	if o.PCRSelectors {
 		b.WriteString("        pcr_selectors = true\n")
+	}
+	if o.Store != "" {
+		fmt.Fprintf(&b, "        store = %s\n", hclString(o.Store))
+	}
+	if o.Enrollment != "" {
+		fmt.Fprintf(&b, "        enrollment = %s\n", hclString(o.Enrollment))
 	}
 	if o.ExtraPluginData != "" {
 		b.WriteString(o.ExtraPluginData + "\n")
@@ -135,6 +145,9 @@ func StartServer(ctx context.Context, spireBin, dir, sockDir, logPath string, pl
 	port, err := freePort()
 	if err != nil {
 		return nil, err
+	}
+	if o.Store == "" {
+		o.Store = filepath.Join(dir, "tpmid.db")
 	}
 	sock := filepath.Join(sockDir, "server.sock")
 	conf := filepath.Join(dir, "server.conf")

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-
 )
 
 // EKPolicy says what admits an endorsement key.
@@ -151,7 +150,7 @@ type Facts struct {
 	// certificate needed (verify.QuirkGCEEKNoSAN: no SAN, so no
 	// manufacturer, model or version), "" when none.
 	EKQuirk    string
-	SecureBoot string // "enabled", "disabled" or "" when unknown
+	SecureBoot string   // "enabled", "disabled" or "" when unknown
 	Host       string   // the enrolled or bound hostname, "" when none
 	Groups     []string // the host's groups
 	Profile    string   // the reference profile that allowed the boot

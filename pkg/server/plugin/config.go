@@ -12,6 +12,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/common/pluginconf"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
+	"github.com/tpmid/tpmid/pkg/server/nodes"
 	"github.com/tpmid/tpmid/pkg/server/session"
 	"github.com/tpmid/tpmid/pkg/server/trustfiles"
 )
@@ -39,7 +40,18 @@ type Config struct {
 	// EvidenceTimeout is how long the agent has to answer the challenge,
 	// a Go duration ("60s", the default).
 	EvidenceTimeout string `hcl:"evidence_timeout"`
+	// Store is where hosts, profiles and attempts are kept: a SQLite file
+	// path (default DefaultStore) or a postgres:// DSN.
+	Store *string `hcl:"store"`
+	// Enrollment is open (default), tofu or required.
+	Enrollment string `hcl:"enrollment"`
+	// ServerName names this spire-server in attempt records (default: the
+	// machine's hostname).
+	ServerName string `hcl:"server_name"`
 }
+
+// DefaultStore is the SQLite file used when plugin_data has no store.
+const DefaultStore = "/var/lib/tpmid/tpmid.db"
 
 // Bounds on the size settings: a hello travels with the agent's CSR in one
 // SPIRE message, and nothing larger than wire.MaxTransported reaches the
@@ -58,6 +70,9 @@ type settings struct {
 	session         *session.Config
 	ek              *session.EKPolicy
 	evidenceTimeout time.Duration
+	storeDSN        string
+	enrollment      nodes.Enrollment
+	serverName      string
 }
 
 // buildConfig parses the plugin_data and reports every error at once, so an
@@ -158,10 +173,21 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 			p.Selections = append(p.Selections, wire.Selection{Bank: a.String(), PCRs: sorted})
 		}
 	}
+	storeDSN := DefaultStore
+	if c.Store != nil {
+		storeDSN = *c.Store
+		if storeDSN == "" {
+			errs = append(errs, errors.New("store is empty: give a SQLite file path or a postgres:// DSN"))
+		}
+	}
+	enrollment, err := nodes.ParseEnrollment(c.Enrollment)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &settings{session: p, ek: ek, evidenceTimeout: evidenceTimeout}, nil
+	return &settings{session: p, ek: ek, evidenceTimeout: evidenceTimeout, storeDSN: storeDSN, enrollment: enrollment, serverName: c.ServerName}, nil
 }
 
 func orDefault(v, def int) int {

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +25,9 @@ import (
 
 	"github.com/tpmid/tpmid/pkg/common/pluginconf"
 	"github.com/tpmid/tpmid/pkg/common/wire"
+	"github.com/tpmid/tpmid/pkg/server/nodes"
 	"github.com/tpmid/tpmid/pkg/server/session"
+	"github.com/tpmid/tpmid/pkg/server/store"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
@@ -32,9 +36,11 @@ type Plugin struct {
 	nodeattestorv1.UnimplementedNodeAttestorServer
 	configv1.UnimplementedConfigServer
 
-	mu  sync.RWMutex
-	cfg *settings
-	log hclog.Logger
+	mu       sync.RWMutex
+	cfg      *settings
+	store    store.Store // open store of cfg, shared across reconfigurations with the same DSN
+	storeDSN string
+	log      hclog.Logger
 }
 
 // New returns an unconfigured plugin.
@@ -43,16 +49,58 @@ func New() *Plugin { return &Plugin{log: hclog.NewNullLogger()} }
 // SetLogger is called by the plugin framework.
 func (p *Plugin) SetLogger(l hclog.Logger) { p.log = l }
 
-// Configure parses and installs the configuration atomically.
-func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+// Configure parses the configuration, opens (or keeps) the store, and
+// installs both atomically.
+func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	cfg, err := buildConfig(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)
 	}
 	p.mu.Lock()
-	p.cfg = cfg
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	st, old := p.store, store.Store(nil)
+	if st == nil || p.storeDSN != cfg.storeDSN {
+		if st, err = store.Open(ctx, cfg.storeDSN); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "tpmid store %s: %v (set store in plugin_data to a writable SQLite path or a postgres:// DSN)", redactDSN(cfg.storeDSN), err)
+		}
+		old = p.store
+	}
+	name := cfg.serverName
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	cfg.session.Nodes = &nodes.Nodes{
+		Store: st, Enrollment: cfg.enrollment, Server: name,
+		Security: func(msg string, kv ...any) { p.log.Error(msg, kv...) },
+	}
+	p.cfg, p.store, p.storeDSN = cfg, st, cfg.storeDSN
+	if old != nil {
+		old.Close()
+	}
 	return &configv1.ConfigureResponse{}, nil
+}
+
+// Close closes the store when SPIRE unloads the plugin.
+func (p *Plugin) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.store == nil {
+		return nil
+	}
+	err := p.store.Close()
+	p.store, p.cfg = nil, nil
+	return err
+}
+
+// redactDSN hides a password in a postgres:// DSN for messages.
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+	}
+	return dsn
 }
 
 // Validate reports every configuration error at once, without installing.
@@ -207,7 +255,12 @@ func Code(err error) codes.Code {
 	case errors.Is(err, errStreamClosed), errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrVersion):
 		return codes.InvalidArgument
 	case errors.As(err, &ve):
-		if strings.HasSuffix(string(ve.Reason), "_malformed") {
+		switch {
+		case ve.Reason == nodes.ReasonStoreUnavailable:
+			return codes.Unavailable
+		case ve.Reason == nodes.ReasonStore:
+			return codes.Internal
+		case strings.HasSuffix(string(ve.Reason), "_malformed"):
 			return codes.InvalidArgument
 		}
 		return codes.PermissionDenied

@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -62,6 +63,11 @@ func serveServer(t *testing.T, serverHCL string, log hclog.Logger) *servernav1.N
 		Logger:         log,
 	})
 	core := &configv1.CoreConfiguration{TrustDomain: "example.org"}
+	if !strings.Contains(serverHCL, "store") {
+		// Each test has its own store, never the default path.
+		serverHCL += fmt.Sprintf("\nstore = %q\n", filepath.Join(t.TempDir(), "tpmid.db"))
+	}
+	t.Cleanup(func() { sp.Close() })
 	if _, err := serverCfg.Configure(context.Background(), &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: serverHCL}); err != nil {
 		t.Fatalf("configure server plugin: %v", err)
 	}
