@@ -45,9 +45,11 @@ const maxAKBlob = 64 << 10
 type Session struct {
 	cfg   Config
 	tpm   *tpm.TPM
-	owned bool // Close closes the TPM only when Begin opened it
-	ek    *tpm.EK
+	owned bool    // Close closes the TPM only when Begin opened it
+	ek    *tpm.EK // nil on the fast path until a credential needs it
+	ekPub []byte  // the EK public key (PKIX DER) the hello names
 	ak    *tpm.AK
+	chain [][]byte // the AK certificate chain sent in the hello
 	hello []byte
 	nonce []byte
 }
@@ -69,25 +71,26 @@ func Begin(cfg Config) (*Session, []byte, error) {
 
 func (s *Session) begin() ([]byte, error) {
 	var err error
-	if s.ek, err = s.tpm.EK(s.cfg.EKAlgorithm); err != nil {
-		return nil, fmt.Errorf("endorsement key: %w", err)
-	}
-	ekCert := s.ek.CertDER
-	if len(ekCert) == 0 && s.cfg.EKCertificatePath != "" {
-		raw, err := boundedfile.Read(s.cfg.EKCertificatePath, maxEKCert)
-		if err != nil {
-			return nil, fmt.Errorf("ek_certificate_path: %w", err)
-		}
-		if block, _ := pem.Decode(raw); block != nil {
-			raw = block.Bytes
-		}
-		if ekCert, err = tpm.TrimDER(raw); err != nil {
-			return nil, fmt.Errorf("ek_certificate_path: %w", err)
-		}
-	}
-	if s.ak, err = s.loadOrCreateAK(); err != nil {
+	var created bool
+	if s.ak, created, err = s.loadOrCreateAK(); err != nil {
 		return nil, fmt.Errorf("attestation key: %w", err)
 	}
+	// With a kept AK and its certificate, the fast path needs no EK
+	// command: the EK's public key and certificate come from data_dir.
+	var ekPub, ekCert []byte
+	if !created {
+		s.chain = s.loadChain()
+		if s.chain != nil {
+			ekPub, ekCert = s.loadEKCache()
+		}
+	}
+	if ekPub == nil {
+		s.chain = nil
+		if ekPub, ekCert, err = s.readEK(); err != nil {
+			return nil, err
+		}
+	}
+	s.ekPub = ekPub
 	s.nonce = make([]byte, wire.NonceSize)
 	if _, err := io.ReadFull(rand.Reader, s.nonce); err != nil {
 		return nil, err
@@ -95,17 +98,42 @@ func (s *Session) begin() ([]byte, error) {
 	params := s.ak.Params()
 	s.hello, err = wire.Encode(wire.Hello{
 		Version: wire.Version,
-		EK:      wire.EK{Certificate: ekCert, Public: s.ek.PublicDER},
+		EK:      wire.EK{Certificate: ekCert, Public: ekPub},
 		AK: wire.AK{
 			Public:            params.Public,
 			CreateData:        params.CreateData,
 			CreateAttestation: params.CreateAttestation,
 			CreateSignature:   params.CreateSignature,
 		},
-		Nonce:    s.nonce,
-		Hostname: s.cfg.Hostname,
+		AKCertChain: s.chain,
+		Nonce:       s.nonce,
+		Hostname:    s.cfg.Hostname,
 	})
 	return s.hello, err
+}
+
+// readEK reads the EK from the TPM (the certificate from NV, or from
+// ek_certificate_path when the TPM has none) and keeps its public key and
+// certificate in data_dir for the fast path.
+func (s *Session) readEK() (pub, cert []byte, err error) {
+	if s.ek, err = s.tpm.EK(s.cfg.EKAlgorithm); err != nil {
+		return nil, nil, fmt.Errorf("endorsement key: %w", err)
+	}
+	cert = s.ek.CertDER
+	if len(cert) == 0 && s.cfg.EKCertificatePath != "" {
+		raw, err := boundedfile.Read(s.cfg.EKCertificatePath, maxEKCert)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ek_certificate_path: %w", err)
+		}
+		if block, _ := pem.Decode(raw); block != nil {
+			raw = block.Bytes
+		}
+		if cert, err = tpm.TrimDER(raw); err != nil {
+			return nil, nil, fmt.Errorf("ek_certificate_path: %w", err)
+		}
+	}
+	s.saveEKCache(s.ek.PublicDER, cert)
+	return s.ek.PublicDER, cert, nil
 }
 
 // BeginWith is Begin on a TPM the caller opened and closes (tests keep one
@@ -123,24 +151,20 @@ func BeginWith(t *tpm.TPM, cfg Config) (*Session, []byte, error) {
 // loadOrCreateAK reuses the AK kept in DataDir when the TPM can load it and
 // it has the configured algorithm; otherwise it creates one (TPM2_Create
 // under the SRK) and keeps its wrapped blob.
-func (s *Session) loadOrCreateAK() (*tpm.AK, error) {
+func (s *Session) loadOrCreateAK() (ak *tpm.AK, created bool, err error) {
 	if s.cfg.DataDir == "" {
-		return s.tpm.NewAK(s.cfg.AKAlgorithm)
+		ak, err := s.tpm.NewAK(s.cfg.AKAlgorithm)
+		return ak, true, err
 	}
-	// One blob per algorithm, so changing ak_algorithm takes effect.
-	alg := string(s.cfg.AKAlgorithm)
-	if alg == "" {
-		alg = "ecdsa"
-	}
-	path := filepath.Join(s.cfg.DataDir, "ak-"+alg+".blob")
+	path := s.akPath(".blob")
 	if blob, err := boundedfile.Read(path, maxAKBlob); err == nil {
 		if ak, err := s.tpm.LoadAK(blob); err == nil {
-			return ak, nil
+			return ak, false, nil
 		}
 	}
-	ak, err := s.tpm.NewAK(s.cfg.AKAlgorithm)
+	ak, err = s.tpm.NewAK(s.cfg.AKAlgorithm)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	blob, err := ak.Blob()
 	if err == nil {
@@ -148,9 +172,21 @@ func (s *Session) loadOrCreateAK() (*tpm.AK, error) {
 	}
 	if err != nil {
 		ak.Close(s.tpm)
-		return nil, fmt.Errorf("keeping the AK blob in data_dir: %w", err)
+		return nil, false, fmt.Errorf("keeping the AK blob in data_dir: %w", err)
 	}
-	return ak, nil
+	// A new AK makes the old certificate useless.
+	os.Remove(s.akPath(".chain.pem"))
+	return ak, true, nil
+}
+
+// akPath is the data_dir file of the configured AK algorithm with suffix:
+// one AK per algorithm, so changing ak_algorithm takes effect.
+func (s *Session) akPath(suffix string) string {
+	alg := string(s.cfg.AKAlgorithm)
+	if alg == "" {
+		alg = "ecdsa"
+	}
+	return filepath.Join(s.cfg.DataDir, "ak-"+alg+suffix)
 }
 
 // Respond answers a challenge with evidence.
@@ -161,6 +197,9 @@ func (s *Session) Respond(challengeRaw []byte) ([]byte, error) {
 	}
 	ev := wire.Evidence{Version: wire.Version, PCRs: map[string]map[int][]byte{}}
 	if ch.Credential != nil {
+		if err := s.needEK(); err != nil {
+			return nil, err
+		}
 		secret, err := s.tpm.Activate(s.ak, s.ek, ch.Credential.Blob, ch.Credential.Secret)
 		if err != nil {
 			return nil, fmt.Errorf("TPM2_ActivateCredential: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 
@@ -136,15 +137,24 @@ func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestatio
 	}); err != nil {
 		return err
 	}
-	challenge, err := stream.Recv()
-	if err != nil {
-		return err
+	// The server decides the number of rounds: a challenge, and with
+	// tpmid's CA a delivery of the AK certificate after it.
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		answer, err := sess.Next(msg.GetChallenge())
+		if err != nil {
+			return status.Errorf(codes.Internal, "tpmid: answering the server: %v", err)
+		}
+		if err := stream.Send(&nodeattestorv1.PayloadOrChallengeResponse{
+			Data: &nodeattestorv1.PayloadOrChallengeResponse_ChallengeResponse{ChallengeResponse: answer},
+		}); err != nil {
+			return err
+		}
 	}
-	evidence, err := sess.Respond(challenge.GetChallenge())
-	if err != nil {
-		return status.Errorf(codes.Internal, "tpmid: answering the challenge: %v", err)
-	}
-	return stream.Send(&nodeattestorv1.PayloadOrChallengeResponse{
-		Data: &nodeattestorv1.PayloadOrChallengeResponse_ChallengeResponse{ChallengeResponse: evidence},
-	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,12 +36,35 @@ type channel struct {
 	commands    atomic.Uint64
 	eventLog    string
 	maxEventLog int64
+
+	mu     sync.Mutex
+	byCode map[uint32]uint64 // commands sent, by TPM_CC
 }
 
-// Write sends one TPM command; every call is counted as one command.
+// Write sends one TPM command; every call is counted as one command, and
+// by its command code (TPM 2.0 Part 1, 18.2: tag, size, then the code).
 func (c *channel) Write(b []byte) (int, error) {
 	c.commands.Add(1)
+	if len(b) >= 10 {
+		c.mu.Lock()
+		if c.byCode == nil {
+			c.byCode = map[uint32]uint64{}
+		}
+		c.byCode[binary.BigEndian.Uint32(b[6:10])]++
+		c.mu.Unlock()
+	}
 	return c.rwc.Write(b)
+}
+
+// counts returns a copy of the per-code counts.
+func (c *channel) counts() map[uint32]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[uint32]uint64, len(c.byCode))
+	for k, v := range c.byCode {
+		out[k] = v
+	}
+	return out
 }
 
 func (c *channel) Read(b []byte) (int, error) { return c.rwc.Read(b) }

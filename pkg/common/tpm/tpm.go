@@ -75,6 +75,10 @@ func (t *TPM) Close() error {
 // retries the TPM asked for).
 func (t *TPM) Commands() uint64 { return t.ch.commands.Load() }
 
+// CommandCounts returns how many commands of each code (TPM_CC, e.g.
+// 0x00000131 TPM2_CreatePrimary) were sent through this TPM so far.
+func (t *TPM) CommandCounts() map[uint32]uint64 { return t.ch.counts() }
+
 // lock takes the mutex and fails when the TPM is closed.
 func (t *TPM) lock() error {
 	t.mu.Lock()

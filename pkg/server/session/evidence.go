@@ -15,39 +15,71 @@ import (
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
-// evidenceStep checks the evidence: the activation proof, one quote per
-// selected bank bound to this session, the PCR values and the event log;
-// then the node store decides.
-func (s *Session) evidenceStep(ctx context.Context, evidenceRaw []byte) (*Result, error) {
+// evidenceStep checks the evidence: the activation proof (full path), one
+// quote per selected bank bound to this session, the PCR values and the
+// event log; then the node store decides, and with a CA the AK certificate
+// is issued and delivered (reply) before the verdict.
+func (s *Session) evidenceStep(ctx context.Context, evidenceRaw []byte) ([]byte, *Result, error) {
 	cfg := s.cfg
 	ev, err := wire.DecodeEvidence(evidenceRaw, cfg.MaxEvidence)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !wire.CheckActivationProof(ev.ActivationProof, s.secret, s.helloRaw, s.challenge) {
-		return nil, &verify.Error{Reason: ReasonActivationProof, Err: errors.New("activation proof does not match: the AK is not in the TPM that holds this EK")}
+	if !s.fast && !wire.CheckActivationProof(ev.ActivationProof, s.secret, s.helloRaw, s.challenge) {
+		return nil, nil, &verify.Error{Reason: ReasonActivationProof, Err: errors.New("activation proof does not match: the AK is not in the TPM that holds this EK")}
 	}
 	if err := s.verifyQuotes(ev); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.verifyEventLog(ev); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	var adm *Admission
 	if cfg.Nodes != nil {
 		if adm, err = cfg.Nodes.Admit(ctx, &s.facts); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	id, err := spiffeid.FromSegments(cfg.TrustDomain, "spire", "agent", "tpm", s.facts.EKHash)
+	id, err := s.agentID()
 	if err != nil {
-		return nil, fmt.Errorf("agent ID: %w", err)
+		return nil, nil, err
 	}
-	return &Result{AgentID: id, Selectors: appraise.Selectors(selectorFacts(&s.facts, adm), cfg.PCRSelectors), Facts: &s.facts, Admission: adm}, nil
+	res := &Result{AgentID: id, Selectors: appraise.Selectors(selectorFacts(&s.facts, adm), cfg.PCRSelectors),
+		Facts: &s.facts, Admission: adm, FastPath: s.fast}
+	if cfg.Issuer == nil || (s.fast && !cfg.Issuer.Renew(s.akNotAfter)) {
+		return nil, res, nil
+	}
+	if res.AKCertChain, err = cfg.Issuer.IssueAK(ctx, &s.facts, id); err != nil {
+		return nil, nil, fmt.Errorf("issuing the AK certificate: %w", err)
+	}
+	reply, err := wire.Encode(wire.Delivery{Version: wire.Version, AKCertChain: res.AKCertChain})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.result = res
+	return reply, nil, nil
+}
+
+// ackStep takes the agent's acknowledgement of the delivery. The node is
+// admitted whether or not the agent could keep the chain (it falls back to
+// the full path next time).
+func (s *Session) ackStep(msg []byte) (*Result, error) {
+	if _, err := wire.DecodeAck(msg); err != nil {
+		return nil, err
+	}
+	return s.result, nil
+}
+
+func (s *Session) agentID() (spiffeid.ID, error) {
+	id, err := spiffeid.FromSegments(s.cfg.TrustDomain, "spire", "agent", "tpm", s.facts.EKHash)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("agent ID: %w", err)
+	}
+	return id, nil
 }
 
 // verifyQuotes checks one quote per selected bank, bound to this session,

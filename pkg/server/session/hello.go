@@ -51,7 +51,12 @@ func (s *Session) helloStep(ctx context.Context, helloRaw []byte) ([]byte, error
 	if err := verify.CheckAKStrength(s.ak); err != nil {
 		return nil, err
 	}
-	s.facts.AKName = s.ak.Name
+	s.facts.AKName, s.facts.AKPublic = s.ak.Name, s.ak.Public
+	if s.fastPath(ctx, hello) {
+		// The AK certificate stands in for TPM2_MakeCredential: this CA
+		// issued it after a full attestation bound this AK to this EK.
+		return s.sendChallenge(nil)
+	}
 	params := attest.ActivationParameters{
 		EK: claim.Public,
 		AK: attest.AttestationParameters{
@@ -70,7 +75,32 @@ func (s *Session) helloStep(ctx context.Context, helloRaw []byte) ([]byte, error
 		return nil, &verify.Error{Reason: ReasonAKCreation, Err: err}
 	}
 	s.secret = secret
+	return s.sendChallenge(&wire.Credential{Blob: cred.Credential, Secret: cred.Secret})
+}
 
+// fastPath reports whether the hello's AK certificate chain is one this CA
+// issued, unexpired, for this AK, EK and agent ID. Anything else, including
+// no CA or no chain, is the full path: it never fails open.
+func (s *Session) fastPath(ctx context.Context, hello *wire.Hello) bool {
+	if s.cfg.Issuer == nil || len(hello.AKCertChain) == 0 {
+		return false
+	}
+	id, err := s.agentID()
+	if err != nil {
+		return false
+	}
+	notAfter, err := s.cfg.Issuer.CheckAK(ctx, hello.AKCertChain, &s.facts, s.ak.Public, id)
+	if err != nil {
+		return false
+	}
+	s.fast, s.akNotAfter = true, notAfter
+	return true
+}
+
+// sendChallenge draws the server nonce and encodes the challenge; cred is
+// nil on the fast path.
+func (s *Session) sendChallenge(cred *wire.Credential) ([]byte, error) {
+	cfg := s.cfg
 	s.serverNonce = make([]byte, wire.NonceSize)
 	if _, err := io.ReadFull(cfg.rand(), s.serverNonce); err != nil {
 		return nil, fmt.Errorf("server nonce: %w", err)
@@ -80,8 +110,9 @@ func (s *Session) helloStep(ctx context.Context, helloRaw []byte) ([]byte, error
 		Nonce:            s.serverNonce,
 		Selections:       cfg.Selections,
 		EventLogRequired: cfg.RequireEventLog,
-		Credential:       &wire.Credential{Blob: cred.Credential, Secret: cred.Secret},
+		Credential:       cred,
 	}
+	var err error
 	if s.challenge, err = wire.Encode(ch); err != nil {
 		return nil, err
 	}

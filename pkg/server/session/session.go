@@ -8,6 +8,7 @@ package session
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -43,6 +44,21 @@ type Nodes interface {
 	Refused(ctx context.Context, f *Facts, err error)
 }
 
+// AKIssuer is tpmid's CA as the session uses it: it certifies an admitted
+// node's AK, and checks the certificate an agent presents for the fast path.
+type AKIssuer interface {
+	// IssueAK returns the AK certificate chain (leaf first, DER) for a node
+	// that was just admitted with full TPM evidence.
+	IssueAK(ctx context.Context, f *Facts, id spiffeid.ID) ([][]byte, error)
+	// CheckAK reports whether chain is a certificate this CA issued,
+	// unexpired at now, for exactly this AK public key, this EK and this
+	// agent ID; it returns the leaf's expiry. Any error means the full path.
+	CheckAK(ctx context.Context, chain [][]byte, f *Facts, ak crypto.PublicKey, id spiffeid.ID) (notAfter time.Time, err error)
+	// Renew reports whether a certificate expiring at notAfter should be
+	// replaced now.
+	Renew(notAfter time.Time) bool
+}
+
 // Admission is what the node store adds to an admitted node's identity.
 type Admission struct {
 	Hostname string   // the enrolled or bound hostname; "" when not bound
@@ -57,6 +73,8 @@ type Config struct {
 	// Nodes is nil when no store is configured: every verified node is
 	// admitted as it is, nothing is recorded.
 	Nodes Nodes
+	// Issuer is nil when no CA is configured: no delivery step, no fast path.
+	Issuer AKIssuer
 	// Selections are the banks and PCRs every agent must quote.
 	Selections      []wire.Selection
 	RequireEventLog bool
@@ -101,12 +119,13 @@ func reject(r verify.Reason, format string, args ...any) error {
 // Facts is everything verification established about a node, kept typed
 // for the node store, the CA and the logs. Fields fill in step by step.
 type Facts struct {
-	EKHash   string          // lowercase hex SHA-256 of the EK's PKIX DER
-	EKPublic []byte          // PKIX DER
-	EKCert   []byte          // DER as sent; nil without one
-	EK       *verify.EKFacts // the verified certificate's facts; nil when admitted without
-	Hostname string          // claimed by the agent; not verified
-	AKName   []byte          // TPM Name of the AK
+	EKHash   string           // lowercase hex SHA-256 of the EK's PKIX DER
+	EKPublic []byte           // PKIX DER
+	EKCert   []byte           // DER as sent; nil without one
+	EK       *verify.EKFacts  // the verified certificate's facts; nil when admitted without
+	Hostname string           // claimed by the agent; not verified
+	AKName   []byte           // TPM Name of the AK
+	AKPublic crypto.PublicKey // the AK's public key
 	Quotes   []verify.QuoteFacts
 	PCRs     pcrs.Values   // the quoted values
 	Log      *eventlog.Log // nil when no log was sent
@@ -131,6 +150,10 @@ type Result struct {
 	Selectors []string
 	Facts     *Facts
 	Admission *Admission // nil without a node store
+	// FastPath: the AK certificate stood in for MakeCredential.
+	FastPath bool
+	// AKCertChain is the chain delivered to the agent, nil when none was.
+	AKCertChain [][]byte
 }
 
 type stage int
@@ -138,6 +161,7 @@ type stage int
 const (
 	awaitHello stage = iota
 	awaitEvidence
+	awaitAck
 	done
 )
 
@@ -153,6 +177,10 @@ type Session struct {
 	secret      []byte
 	serverNonce []byte
 	ak          *verify.AKPublic
+	// fast: the hello's AK certificate stood in for TPM2_MakeCredential.
+	fast       bool
+	akNotAfter time.Time
+	result     *Result // held while the delivery is acknowledged
 }
 
 // New starts a session under cfg.
@@ -168,7 +196,13 @@ func (s *Session) Next(ctx context.Context, msg []byte) (reply []byte, res *Resu
 		reply, err = s.helloStep(ctx, msg)
 		s.stage = awaitEvidence
 	case awaitEvidence:
-		res, err = s.evidenceStep(ctx, msg)
+		reply, res, err = s.evidenceStep(ctx, msg)
+		s.stage = done
+		if reply != nil {
+			s.stage = awaitAck
+		}
+	case awaitAck:
+		res, err = s.ackStep(msg)
 		s.stage = done
 	default:
 		return nil, nil, ErrDone
