@@ -175,13 +175,14 @@ func tail(b []byte, n int) string {
 
 // Instance is a running swtpm.
 type Instance struct {
-	addr   string
-	cmd    *exec.Cmd
-	done   chan struct{}
-	err    error // exit status, valid after done
-	out    *syncBuffer
-	once   sync.Once
-	tmpDir string
+	addr     string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error // exit status, valid after done
+	out      *syncBuffer
+	once     sync.Once
+	tmpDir   string
+	stateDir string
 }
 
 // Addr is the device string for pkg/common/tpm: tcp://127.0.0.1:P or
@@ -230,7 +231,7 @@ func start(ctx context.Context, stateDir string, unix bool) (*Instance, error) {
 }
 
 func startOnce(ctx context.Context, stateDir string, unix bool) (*Instance, error) {
-	inst := &Instance{done: make(chan struct{}), out: &syncBuffer{}}
+	inst := &Instance{done: make(chan struct{}), out: &syncBuffer{}, stateDir: stateDir}
 	var server, ctrl, dialNet, dialAddr string
 	if unix {
 		dir, err := os.MkdirTemp("", "swtpm")

@@ -4,7 +4,13 @@
 //
 // The tests skip, saying why, when swtpm or the SPIRE binaries are missing;
 // `make test` and .ci/run install both first. Every run's configs and logs
-// are kept in out/integration/<test name>/ in the checkout.
+// are kept in out/integration/<test name>/ in the checkout; tpmid stores,
+// agent sockets and the node store tests' TPM states go to temporary
+// directories.
+//
+// nodestore_test.go and postgres_test.go show the node store (enrollment,
+// revocation, profiles, reboot counters, a shared PostgreSQL, an outage);
+// docs/demo.md says what each test shows and what it needs.
 package integration
 
 import (
@@ -28,8 +34,9 @@ var (
 	pluginsErr   error
 )
 
-// newEnv prepares a harness whose logs go to out/integration/<test>.
-func newEnv(t *testing.T) (*demo.Env, context.Context) {
+// newEnv prepares a harness whose logs go to out/integration/<test>. Its
+// spire-servers keep their tpmid store in the test's temporary directory.
+func newEnv(t *testing.T) (*testEnv, context.Context) {
 	t.Helper()
 	if m := demo.MissingSwtpm(); len(m) > 0 {
 		t.Skipf("swtpm is needed (missing %s): apt-get install swtpm swtpm-tools, or run make deps", strings.Join(m, ", "))
@@ -52,6 +59,15 @@ func newEnv(t *testing.T) (*demo.Env, context.Context) {
 	if err := os.RemoveAll(logDir); err != nil {
 		t.Fatal(err)
 	}
+	// Made first, so removed last: after everything below has stopped.
+	te := &testEnv{t: t, tmp: t.TempDir()}
+	t.Cleanup(te.runLate)
+	sockDir, err := os.MkdirTemp("", "tpmid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.sockDir = sockDir
+	te.afterClose(func() { os.RemoveAll(sockDir) })
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	env, err := demo.New(ctx, demo.Config{
 		Root: root, LogDir: logDir, Plugins: pluginsBuilt,
@@ -77,7 +93,8 @@ func newEnv(t *testing.T) (*demo.Env, context.Context) {
 			t.Logf("logs: %s", logDir)
 		}
 	})
-	return env, ctx
+	te.Env = env
+	return te, ctx
 }
 
 var agentIDRe = regexp.MustCompile(`^spiffe://example\.org/spire/agent/tpm/([0-9a-f]{64})$`)
@@ -260,7 +277,7 @@ func TestECCEK(t *testing.T) {
 
 // unsupported finds, in the agent's log, a line saying the EK kind is not
 // supported.
-func unsupported(env *demo.Env, node *demo.Node) string {
+func unsupported(env *testEnv, node *demo.Node) string {
 	b, _ := os.ReadFile(filepath.Join(env.LogDir, node.Name+"-agent.log"))
 	for _, l := range strings.Split(string(b), "\n") {
 		ll := strings.ToLower(l)
