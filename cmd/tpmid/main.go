@@ -27,6 +27,8 @@ var rootCmd = &cobra.Command{
 	SilenceErrors: true,
 }
 
+func init() { rootCmd.AddCommand(newCACmd()) }
+
 // printJSON writes v as indented JSON, the --json form of every command.
 func printJSON(out io.Writer, v any) error {
 	enc := json.NewEncoder(out)
