@@ -48,6 +48,12 @@ type Config struct {
 	// ServerName names this spire-server in attempt records (default: the
 	// machine's hostname).
 	ServerName string `hcl:"server_name"`
+	// CADir is a CA made by `tpmid ca init`: with it, admitted agents get
+	// an AK certificate and later attest on the fast path.
+	CADir string `hcl:"ca_dir"`
+	// AKCertLifetime overrides the CA's AK certificate lifetime (a Go
+	// duration, e.g. "24h").
+	AKCertLifetime string `hcl:"ak_cert_lifetime"`
 }
 
 // DefaultStore is the SQLite file used when plugin_data has no store.
@@ -73,6 +79,8 @@ type settings struct {
 	storeDSN        string
 	enrollment      nodes.Enrollment
 	serverName      string
+	caDir           string
+	akLifetime      time.Duration
 }
 
 // buildConfig parses the plugin_data and reports every error at once, so an
@@ -184,10 +192,22 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	var akLifetime time.Duration
+	if c.AKCertLifetime != "" {
+		switch akLifetime, err = time.ParseDuration(c.AKCertLifetime); {
+		case c.CADir == "":
+			errs = append(errs, errors.New("ak_cert_lifetime is set but ca_dir is not"))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("ak_cert_lifetime: %w", err))
+		case akLifetime < 5*time.Minute:
+			errs = append(errs, fmt.Errorf("ak_cert_lifetime %s is under 5m", c.AKCertLifetime))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &settings{session: p, ek: ek, evidenceTimeout: evidenceTimeout, storeDSN: storeDSN, enrollment: enrollment, serverName: c.ServerName}, nil
+	return &settings{session: p, ek: ek, evidenceTimeout: evidenceTimeout, storeDSN: storeDSN, enrollment: enrollment, serverName: c.ServerName,
+		caDir: c.CADir, akLifetime: akLifetime}, nil
 }
 
 func orDefault(v, def int) int {

@@ -23,8 +23,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tpmid/tpmid/ca/issuer"
 	"github.com/tpmid/tpmid/pkg/common/pluginconf"
 	"github.com/tpmid/tpmid/pkg/common/wire"
+	"github.com/tpmid/tpmid/pkg/server/akissuer"
 	"github.com/tpmid/tpmid/pkg/server/nodes"
 	"github.com/tpmid/tpmid/pkg/server/session"
 	"github.com/tpmid/tpmid/pkg/server/store"
@@ -40,6 +42,7 @@ type Plugin struct {
 	cfg      *settings
 	store    store.Store // open store of cfg, shared across reconfigurations with the same DSN
 	storeDSN string
+	ca       *issuer.CA // nil without ca_dir
 	log      hclog.Logger
 }
 
@@ -58,12 +61,23 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st, old := p.store, store.Store(nil)
+	st, old, opened := p.store, store.Store(nil), false
 	if st == nil || p.storeDSN != cfg.storeDSN {
+		opened = true
 		if st, err = store.Open(ctx, cfg.storeDSN); err != nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "tpmid store %s: %v (set store in plugin_data to a writable SQLite path or a postgres:// DSN)", redactDSN(cfg.storeDSN), err)
 		}
 		old = p.store
+	}
+	var ca *issuer.CA
+	if cfg.caDir != "" {
+		if ca, err = issuer.Load(ctx, cfg.caDir); err != nil {
+			if opened {
+				st.Close()
+			}
+			return nil, status.Errorf(codes.FailedPrecondition, "tpmid CA %s: %v (create one with tpmid ca init --dir %s)", cfg.caDir, err, cfg.caDir)
+		}
+		cfg.session.Issuer = &akissuer.Issuer{CA: ca, Lifetime: cfg.akLifetime}
 	}
 	name := cfg.serverName
 	if name == "" {
@@ -77,6 +91,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	if old != nil {
 		old.Close()
 	}
+	if p.ca != nil {
+		p.ca.Close()
+	}
+	p.ca = ca
 	return &configv1.ConfigureResponse{}, nil
 }
 
@@ -88,7 +106,10 @@ func (p *Plugin) Close() error {
 		return nil
 	}
 	err := p.store.Close()
-	p.store, p.cfg = nil, nil
+	if p.ca != nil {
+		err = errors.Join(err, p.ca.Close())
+	}
+	p.store, p.cfg, p.ca = nil, nil, nil
 	return err
 }
 
@@ -155,7 +176,11 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 
 // admitted logs an admission and returns the agent's attributes to SPIRE.
 func (p *Plugin) admitted(stream nodeattestorv1.NodeAttestor_AttestServer, result *session.Result) error {
-	p.log.Info("Agent attested", "agent_id", result.AgentID.String(), "ek_hash", result.Facts.EKHash)
+	p.log.Info("Agent attested", "agent_id", result.AgentID.String(), "ek_hash", result.Facts.EKHash,
+		"fast_path", result.FastPath, "ak_certificate_delivered", result.AKCertChain != nil)
+	if result.AKCertError != nil {
+		p.log.Warn("No AK certificate issued", "agent_id", result.AgentID.String(), "error", result.AKCertError.Error())
+	}
 	return stream.Send(&nodeattestorv1.AttestResponse{
 		Response: &nodeattestorv1.AttestResponse_AgentAttributes{
 			AgentAttributes: &nodeattestorv1.AgentAttributes{

@@ -31,6 +31,12 @@ type pair struct {
 
 func servePair(t *testing.T, agentHCL, serverHCL string) *pair {
 	t.Helper()
+	return servePairLog(t, agentHCL, serverHCL, nil)
+}
+
+// servePairLog is servePair with the server plugin's log going to log.
+func servePairLog(t *testing.T, agentHCL, serverHCL string, log hclog.Logger) *pair {
+	t.Helper()
 	p := &pair{agent: new(agentnav1.NodeAttestorPluginClient)}
 	agentCfg := new(configv1.ConfigServiceClient)
 	ap := agentplugin.New()
@@ -44,7 +50,7 @@ func servePair(t *testing.T, agentHCL, serverHCL string) *pair {
 	if _, err := agentCfg.Configure(context.Background(), &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: agentHCL}); err != nil {
 		t.Fatalf("configure agent plugin: %v", err)
 	}
-	p.server = serveServer(t, serverHCL, nil)
+	p.server = serveServer(t, serverHCL, log)
 	return p
 }
 

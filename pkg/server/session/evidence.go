@@ -53,8 +53,12 @@ func (s *Session) evidenceStep(ctx context.Context, evidenceRaw []byte) ([]byte,
 	if cfg.Issuer == nil || (s.fast && !cfg.Issuer.Renew(s.akNotAfter)) {
 		return nil, res, nil
 	}
+	// The AK certificate is an addition to the node's identity, not a
+	// condition of it: a CA that cannot certify this TPM (unknown model) or
+	// fails leaves the node admitted, without a delivery; the shell logs it.
 	if res.AKCertChain, err = cfg.Issuer.IssueAK(ctx, &s.facts, id); err != nil {
-		return nil, nil, fmt.Errorf("issuing the AK certificate: %w", err)
+		res.AKCertChain, res.AKCertError = nil, err
+		return nil, res, nil
 	}
 	reply, err := wire.Encode(wire.Delivery{Version: wire.Version, AKCertChain: res.AKCertChain})
 	if err != nil {

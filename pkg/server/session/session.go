@@ -154,6 +154,8 @@ type Result struct {
 	FastPath bool
 	// AKCertChain is the chain delivered to the agent, nil when none was.
 	AKCertChain [][]byte
+	// AKCertError says why no AK certificate was issued, if one was due.
+	AKCertError error
 }
 
 type stage int
