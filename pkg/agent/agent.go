@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -268,6 +270,25 @@ func (s *Session) AK() *tpm.AK { return s.ak }
 
 // Commands reports the TPM commands this session has sent.
 func (s *Session) Commands() uint64 { return s.tpm.Commands() }
+
+// CommandCodes renders the commands this session's TPM was sent by code,
+// "0x0000017e:2 0x00000158:1", sorted by code, for the agent's log.
+func (s *Session) CommandCodes() string {
+	counts := s.tpm.CommandCounts()
+	codes := make([]uint32, 0, len(counts))
+	for c := range counts {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	parts := make([]string, 0, len(codes))
+	for _, c := range codes {
+		parts = append(parts, fmt.Sprintf("0x%08x:%d", c, counts[c]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// FastPath reports whether the hello presented a kept AK certificate.
+func (s *Session) FastPath() bool { return len(s.chain) > 0 }
 
 func sameValues(a, b map[int][]byte) bool {
 	if len(a) != len(b) {

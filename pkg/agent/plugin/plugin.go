@@ -127,7 +127,7 @@ func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestatio
 		return status.Errorf(codes.Internal, "tpmid: preparing attestation: %v", err)
 	}
 	defer func() {
-		p.log.Debug("TPM session done", "tpm_commands", sess.Commands())
+		p.log.Debug("TPM session done", "tpm_commands", sess.Commands(), "tpm_command_codes", sess.CommandCodes(), "ak_certificate_presented", sess.FastPath())
 		if err := sess.Close(); err != nil {
 			p.log.Warn("Closing the TPM session", "error", err.Error())
 		}
