@@ -126,7 +126,15 @@ func run() int {
 		return fail(err)
 	}
 	fmt.Printf("         host %s in group %s, profile %s, enrollment = required\n", enrolled.Hostname, enrolled.Group, enrolled.Profile)
-	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKCABundle: node.CABundle, Store: storePath, Enrollment: "required"})
+	caDir := filepath.Join(logDir, "tpmid-ca")
+	if err := stepRun(step, "tpmid ca init (root and intermediate, softkms keys)", func() error {
+		_, err := demo.InitCA(ctx, caDir)
+		return err
+	}); err != nil {
+		return fail(err)
+	}
+	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKCABundle: node.CABundle, Store: storePath, Enrollment: "required",
+		ExtraPluginData: fmt.Sprintf("        ca_dir = %q", caDir)})
 	if err != nil {
 		return fail(err)
 	}
@@ -149,6 +157,16 @@ func run() int {
 	fmt.Printf("spire-agent start to attested: %s\n", a.Duration.Round(time.Millisecond))
 	if a.TPMCommands != "" {
 		fmt.Printf("TPM commands in the attestation: %s\n", a.TPMCommands)
+	}
+	alg := *akAlg
+	if alg == "" {
+		alg = "ecdsa"
+	}
+	chainPath := filepath.Join(logDir, "node1-agent", "data", "tpmid", "ak-"+alg+".chain.pem")
+	if summary, err := demo.DescribeAKCert(ctx, chainPath, caDir); err != nil {
+		fmt.Printf("AK certificate: none (%v)\n", err)
+	} else {
+		fmt.Printf("AK certificate: %s\n  %s\n", chainPath, summary)
 	}
 	fmt.Printf("total: %s\n", time.Since(start).Round(100*time.Millisecond))
 	fmt.Printf("full logs: %s\n\n", logDir)

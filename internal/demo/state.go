@@ -2,8 +2,14 @@ package demo
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"os"
+	"time"
+
+	"github.com/tpmid/tpmid/ca/issuer"
 
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -55,4 +61,55 @@ func Enroll(ctx context.Context, dsn string, node *Node, hostname, group, profil
 		return nil, fmt.Errorf("enrolling %s: %w", hostname, err)
 	}
 	return &Enrollment{Hostname: hostname, Group: group, Profile: fmt.Sprintf("%s@%d", stored.Name, stored.Version)}, nil
+}
+
+// InitCA creates tpmid's CA in dir (softkms keys in files), as an operator
+// does with `tpmid ca init --dir DIR`.
+func InitCA(ctx context.Context, dir string) (*x509.Certificate, error) {
+	if _, err := issuer.Init(ctx, issuer.InitOptions{Dir: dir}); err != nil {
+		return nil, err
+	}
+	ca, err := issuer.Load(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer ca.Close()
+	return ca.Root(), nil
+}
+
+// DescribeAKCert reads the chain the agent plugin kept (PEM, leaf first),
+// verifies it against the CA in caDir, and summarises the leaf on one line:
+// subject, SANs, issuer, expiry.
+func DescribeAKCert(ctx context.Context, chainPath, caDir string) (string, error) {
+	raw, err := os.ReadFile(chainPath)
+	if err != nil {
+		return "", err
+	}
+	var certs []*x509.Certificate
+	for blk, rest := pem.Decode(raw); blk != nil; blk, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return "", err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return "", fmt.Errorf("%s holds no certificate", chainPath)
+	}
+	ca, err := issuer.Load(ctx, caDir)
+	if err != nil {
+		return "", err
+	}
+	defer ca.Close()
+	f, err := ca.VerifyAK(certs[0], certs[1:], time.Now())
+	if err != nil {
+		return "", fmt.Errorf("the kept AK certificate does not verify: %w", err)
+	}
+	subject := certs[0].Subject.String()
+	if subject == "" {
+		subject = "(empty)"
+	}
+	return fmt.Sprintf("subject %s; SAN TPM %s/%s/%s, %s, %s; issuer %q; expires %s",
+		subject, f.TPM.Manufacturer, f.TPM.Model, f.TPM.Version, f.PermanentIdentifier, f.SPIFFEID,
+		certs[0].Issuer.CommonName, certs[0].NotAfter.UTC().Format(time.RFC3339)), nil
 }
