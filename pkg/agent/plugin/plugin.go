@@ -37,6 +37,10 @@ type Config struct {
 	// EKCertificatePath: a DER or PEM EK certificate for TPMs without one
 	// in NV.
 	EKCertificatePath string `hcl:"ek_certificate_path"`
+	// Hostname is the name the agent claims (enrollment = "tofu" binds it);
+	// default the machine's hostname. The server never believes it under
+	// enrollment = "required".
+	Hostname string `hcl:"hostname"`
 }
 
 // Plugin implements the agent NodeAttestor and Config services.
@@ -83,7 +87,13 @@ func buildConfig(hclText string) (*agent.Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
+	host := c.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	if len(host) > 253 {
+		return nil, fmt.Errorf("hostname is %d bytes, limit 253", len(host))
+	}
 	return &agent.Config{
 		TPM:               tpm.Config{Device: c.TPMDevice, EventLogPath: c.EventLogPath},
 		EKAlgorithm:       tpm.EKAlg(c.EKAlgorithm),

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ func TestBuildConfig(t *testing.T) {
 		errs []string
 	}{
 		{name: "defaults", hcl: ``},
+		{name: "hostname", hcl: `hostname = "web-1.example.org"`},
 		{name: "swtpm", hcl: `tpm_device = "tcp://127.0.0.1:2321"
 ek_algorithm = "ecc"
 ak_algorithm = "rsa"
@@ -25,6 +27,7 @@ ek_certificate_path = "/etc/tpmid/ek.pem"`},
 ek_algorithm = "dsa"
 ak_algorithm = "ed25519"
 tpm_devcie = "/dev/tpm0"`, errs: []string{"tpm_device", "ek_algorithm \"dsa\"", "ak_algorithm \"ed25519\"", "unknown setting \"tpm_devcie\""}},
+		{name: "hostname too long", hcl: "hostname = \"" + strings.Repeat("a", 254) + "\"", errs: []string{"hostname is 254 bytes"}},
 		{name: "simulator refused", hcl: `tpm_device = "simulator"`, errs: []string{"for tests only"}},
 		{name: "not HCL", hcl: `tpm_device = [`, errs: []string{"not valid HCL"}},
 	}
@@ -36,6 +39,9 @@ tpm_devcie = "/dev/tpm0"`, errs: []string{"tpm_device", "ek_algorithm \"dsa\"", 
 					t.Fatalf("refused: %v", err)
 				}
 				return
+			}
+			if cfg != nil {
+				t.Fatalf("config %+v returned with an error", cfg)
 			}
 			if err == nil {
 				t.Fatal("accepted")
@@ -56,5 +62,16 @@ tpm_devcie = "/dev/tpm0"`, errs: []string{"tpm_device", "ek_algorithm \"dsa\"", 
 func TestUnconfigured(t *testing.T) {
 	if err := New().AidAttestation(nil); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestHostnameClaim(t *testing.T) {
+	cfg, err := buildConfig(`hostname = "web-1.example.org"`)
+	if err != nil || cfg.Hostname != "web-1.example.org" {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	host, _ := os.Hostname()
+	if cfg, err := buildConfig(``); err != nil || cfg.Hostname != host {
+		t.Fatalf("default claim %q, want the machine's %q (%v)", cfg.Hostname, host, err)
 	}
 }
