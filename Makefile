@@ -50,9 +50,10 @@ spire:
 test: deps
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-# Unit tests only: everything but test/integration, no deps needed.
+# Unit tests only: everything but test/integration and test/stepca (real
+# SPIRE, step-ca), no deps needed.
 unit:
-	$(GO) test $$($(GO) list ./... | grep -v /test/integration)
+	$(GO) test $$($(GO) list ./... | grep -v -e /test/integration -e /test/stepca)
 
 demo:
 	$(GO) run ./cmd/tpmid-demo
