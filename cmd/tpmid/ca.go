@@ -22,14 +22,14 @@ import (
 func newCACmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "ca",
-		Short: "The attestation CA: create it, rotate its intermediate",
+		Short: "The attestation CA: create it, rotate its intermediate, serve AK certificates",
 		Long: `tpmid's attestation CA issues AK certificates bound to a TPM (its EK's
 permanent identifier and TCG attributes) and to the agent's SPIFFE ID. Its
 keys sit behind go.step.sm/crypto KMS URIs: files in the CA directory by
 default (softkms), or PKCS#11, TPM and cloud KMS keys. See docs/ca.md.`,
 		Args: cobra.NoArgs,
 	}
-	c.AddCommand(newCAInitCmd(), newCARotateCmd())
+	c.AddCommand(newCAInitCmd(), newCARotateCmd(), newCAServeCmd())
 	return c
 }
 
