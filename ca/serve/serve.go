@@ -556,17 +556,13 @@ func hostName(h *store.Host) string {
 	return h.Hostname
 }
 
-// storeError keeps refusals and names store failures, as pkg/server/nodes
-// does.
+// storeError is nodes.StoreError, with a request that ran out of time in
+// the store counted as the store being unavailable (503, retry).
 func storeError(err error) error {
-	var ve *verify.Error
-	switch {
-	case errors.As(err, &ve):
-		return err
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return &verify.Error{Reason: nodes.ReasonStoreUnavailable, Err: err}
 	}
-	return &verify.Error{Reason: nodes.ReasonStore, Err: err}
+	return nodes.StoreError(err)
 }
 
 // recordRefusal appends a refused attempt for an EK (with its host's name

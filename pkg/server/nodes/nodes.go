@@ -136,7 +136,7 @@ func (n *Nodes) Admit(ctx context.Context, f *session.Facts) (*session.Admission
 		})
 	})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, StoreError(err)
 	}
 	return adm, nil
 }
@@ -300,9 +300,10 @@ func hostnameOf(h *store.Host, f *session.Facts) string {
 	return f.Hostname
 }
 
-// storeError keeps refusals as they are and names store failures, so the
-// shell can answer Unavailable for an unreachable database.
-func storeError(err error) error {
+// StoreError keeps refusals as they are and names store failures
+// (ReasonStoreUnavailable for an unreachable database, so a shell can answer
+// Unavailable; ReasonStore otherwise); context errors pass through.
+func StoreError(err error) error {
 	var ve *verify.Error
 	switch {
 	case errors.As(err, &ve):
