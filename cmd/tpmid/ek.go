@@ -68,7 +68,7 @@ EK certificate (PEM), trimmed of NV padding, for tpmid verify ekcert.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&device, "tpm", "", "TPM device: a path (default /dev/tpmrm0, then /dev/tpm0), tcp://host:port or unix:///path (swtpm)")
-	f.StringVar(&alg, "alg", "", "EK algorithm: rsa, ecc, or empty for the one with a certificate (ECC P-256 first)")
+	f.StringVar(&alg, "alg", "", "EK algorithm: rsa, ecc, or empty for the agent plugin's default (the RSA EK if it has a certificate, else the ECC P-256 one with a certificate, else RSA)")
 	f.BoolVar(&withCert, "cert", false, "print the EK certificate as PEM")
 	f.BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd

@@ -26,8 +26,9 @@ type Config struct {
 	// TPMDevice: a device path (default: autodetect /dev/tpmrm0, then
 	// /dev/tpm0), tcp://host:port or unix:///path for swtpm.
 	TPMDevice string `hcl:"tpm_device"`
-	// EKAlgorithm: rsa, ecc, or empty for the EK that has a certificate,
-	// preferring ECC P-256.
+	// EKAlgorithm: rsa, ecc, or empty for the RSA EK when it has a
+	// certificate (spire-tpm-plugin's EK), else the ECC P-256 EK with one,
+	// else the RSA EK without certificate.
 	EKAlgorithm string `hcl:"ek_algorithm"`
 	// AKAlgorithm: ecdsa (P-256, default) or rsa (2048).
 	AKAlgorithm string `hcl:"ak_algorithm"`

@@ -15,8 +15,10 @@ import (
 
 // EKAlg selects the endorsement key: "rsa" (RSA 2048, certificate at NV
 // 0x01c00002), "ecc" (ECC NIST P-256, certificate at NV 0x01c0000a) or ""
-// (the one that has a certificate, preferring ECC P-256, else the RSA EK
-// even without certificate).
+// (the RSA EK when it has a certificate, else the ECC P-256 EK when it has
+// one, else the RSA EK without certificate). "" prefers RSA so that an
+// agent moved from spire-tpm-plugin, which always uses the RSA EK, keeps
+// its agent ID (decision of 2026-11-25, docs/tpm-access.md).
 //
 // The P-384 EK of the TCG high range (certificate at NV 0x01c00016, key at
 // 0x81010016, which swtpm always creates) is not supported: go-attestation
@@ -118,8 +120,9 @@ func (t *TPM) EK(alg EKAlg) (*EK, error) {
 	var chosen *attest.EK
 	switch alg {
 	case EKAuto:
-		if chosen = pick(EKECC); chosen == nil {
-			chosen = pick(EKRSA)
+		// RSA first: spire-tpm-plugin's EK, hence its agent ID.
+		if chosen = pick(EKRSA); chosen == nil {
+			chosen = pick(EKECC)
 		}
 	default:
 		chosen = pick(alg)

@@ -38,7 +38,7 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// ECC first: EK("") then prefers it.
+	// ECC first: the only EK with a certificate, EK("") picks it.
 	var eccDER []byte
 	var eccPub crypto.PublicKey
 	if err := tp.ProvisionEKCertificate(EKECC, issuer(t, ca, &eccDER, &eccPub)); err != nil {
@@ -74,7 +74,8 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 		activate(t, tp, eccEK, akAlg)
 	}
 
-	// Then RSA: both are visible, ECC still preferred.
+	// Then RSA: both are visible, and EK("") picks RSA, the EK
+	// spire-tpm-plugin uses (the same agent ID after a migration).
 	var rsaDER []byte
 	var rsaPub crypto.PublicKey
 	if err := tp.ProvisionEKCertificate(EKRSA, issuer(t, ca, &rsaDER, &rsaPub)); err != nil {
@@ -83,7 +84,7 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 	if !samePublic(rsaPub, rsaBefore.Public) {
 		t.Error("the RSA EK provisioned is not the one EK(rsa) recreated from the default template")
 	}
-	for alg, want := range map[EKAlg][]byte{EKAuto: eccDER, EKECC: eccDER, EKRSA: rsaDER} {
+	for alg, want := range map[EKAlg][]byte{EKAuto: rsaDER, EKECC: eccDER, EKRSA: rsaDER} {
 		ek, err := tp.EK(alg)
 		if err != nil {
 			t.Fatalf("EK(%q) after provisioning both: %v", alg, err)
