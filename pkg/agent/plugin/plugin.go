@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tpmid/tpmid/pkg/agent"
+	"github.com/tpmid/tpmid/pkg/common/boundedfile"
+	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pluginconf"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 )
@@ -106,11 +108,23 @@ func buildConfig(hclText string) (*agent.Config, error) {
 	}, nil
 }
 
-// Configure installs the configuration.
-func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+// checkTimeout bounds how long Configure waits for the TPM to answer.
+const checkTimeout = 30 * time.Second
+
+// Configure installs the configuration after checking that the TPM answers
+// (TPM2_GetCapability) and that the event log is readable, so spire-agent
+// refuses to start on a missing device, an unreachable swtpm address or an
+// unreadable event_log_path instead of retrying attestation forever.
+func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	cfg, err := buildConfig(req.GetHclConfiguration())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)
+	}
+	if err := checkTPM(ctx, cfg.TPM); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	if err := p.checkEventLog(cfg.TPM.EventLogPath); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
 	}
 	p.mu.Lock()
 	p.cfg = cfg
@@ -118,7 +132,79 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	return &configv1.ConfigureResponse{}, nil
 }
 
-// Validate reports every configuration error at once.
+// deviceName names the configured TPM for messages.
+func deviceName(dev string) string {
+	if dev == "" {
+		return "tpm_device (autodetected /dev/tpmrm0 or /dev/tpm0)"
+	}
+	return fmt.Sprintf("tpm_device %q", dev)
+}
+
+// checkTPM opens the TPM and sends one TPM2_GetCapability, bounded by ctx
+// and checkTimeout (a socket that accepts but never answers must not hang
+// Configure).
+func checkTPM(ctx context.Context, cfg tpm.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		t, err := tpm.Open(cfg)
+		if err == nil {
+			err = t.Check()
+			t.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("%s: the TPM cannot be used: %v", deviceName(cfg.Device), err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: the TPM did not answer TPM2_GetCapability: %v", deviceName(cfg.Device), ctx.Err())
+	}
+}
+
+// checkEventLog reads the event log: a configured event_log_path must be
+// readable and a TCG event log; the kernel's default is read when it
+// exists, and a failure there is only a warning, because the agent cannot
+// know whether the server requires the log (require_event_log).
+func (p *Plugin) checkEventLog(path string) error {
+	configured := path != ""
+	if !configured {
+		path = tpm.DefaultEventLogPath
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	err := readEventLog(path)
+	switch {
+	case err == nil:
+		return nil
+	case configured:
+		return fmt.Errorf("event_log_path %q: %v", path, err)
+	}
+	p.log.Warn("The firmware event log is not readable; servers with require_event_log (the default) will refuse this agent",
+		"event_log_path", path, "error", err.Error())
+	return nil
+}
+
+// readEventLog reads and parses a binary TCG event log, bounded as the
+// agent reads it when attesting.
+func readEventLog(path string) error {
+	b, err := boundedfile.Read(path, tpm.DefaultMaxEventLog)
+	if err != nil {
+		return err
+	}
+	if _, err := eventlog.Parse(b); err != nil {
+		return fmt.Errorf("not a TCG binary event log: %v", err)
+	}
+	return nil
+}
+
+// Validate reports every configuration error at once. It checks the
+// configuration only: the TPM and the event log are checked by Configure.
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	if _, err := buildConfig(req.GetHclConfiguration()); err != nil {
 		return &configv1.ValidateResponse{Valid: false, Notes: pluginconf.Notes(err)}, nil

@@ -260,3 +260,17 @@ func (t *TPM) LoadedHandles() ([]uint32, error) {
 	}
 	return out, nil
 }
+
+// Check sends one TPM2_GetCapability (the PCR banks) and fails when the TPM
+// does not answer or has no PCR bank active, so a configuration that names
+// the wrong device fails at once instead of at the first attestation.
+func (t *TPM) Check() error {
+	banks, err := t.Banks()
+	if err != nil {
+		return err
+	}
+	if len(banks) == 0 {
+		return fmt.Errorf("TPM2_GetCapability(PCRS): no PCR bank is active")
+	}
+	return nil
+}

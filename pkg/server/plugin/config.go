@@ -54,6 +54,12 @@ type Config struct {
 	// AKCertLifetime overrides the CA's AK certificate lifetime (a Go
 	// duration, e.g. "24h").
 	AKCertLifetime string `hcl:"ak_cert_lifetime"`
+
+	// CAPath is spire-tpm-plugin's name for ek_ca_bundle (deprecated).
+	CAPath string `hcl:"ca_path"`
+	// HashPath is spire-tpm-plugin's hash directory (deprecated): every file
+	// in it named by a hex SHA-256 is an allowlisted EK hash.
+	HashPath string `hcl:"hash_path"`
 }
 
 // DefaultStore is the SQLite file used when plugin_data has no store.
@@ -81,6 +87,9 @@ type settings struct {
 	serverName      string
 	caDir           string
 	akLifetime      time.Duration
+	// warnings are accepted but deprecated settings (Configure logs them,
+	// Validate returns them as notes).
+	warnings []string
 }
 
 // buildConfig parses the plugin_data and reports every error at once, so an
@@ -94,9 +103,11 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	var c Config
 	unknown, err := pluginconf.Decode(hclText, &c)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(append(errs, err)...)
 	}
 	errs = append(errs, unknown...)
+	warnings, aliasErrs := applyAliases(&c)
+	errs = append(errs, aliasErrs...)
 	ek := &session.EKPolicy{}
 	p := &session.Config{
 		TrustDomain:     td,
@@ -126,28 +137,21 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 
 	if c.EKPolicy == "" {
 		c.EKPolicy = string(appraise.EKPolicyCert)
+		// spire-tpm-plugin admits an EK whose certificate validates
+		// against ca_path or whose hash is in hash_path.
+		switch {
+		case c.CAPath != "" && c.HashPath != "":
+			c.EKPolicy = string(appraise.EKPolicyCertOrAllowlist)
+		case c.HashPath != "":
+			c.EKPolicy = string(appraise.EKPolicyAllowlist)
+		}
 	}
-	ek.Policy, err = appraise.ParseEKPolicy(c.EKPolicy)
-	if err != nil {
+	// The bundle and allowlist checks depend on a valid policy: after a
+	// bad ek_policy they would only add misleading errors.
+	if ek.Policy, err = appraise.ParseEKPolicy(c.EKPolicy); err != nil {
 		errs = append(errs, err)
-	}
-	if ek.Policy.NeedsTrust() {
-		if c.EKCABundle == "" {
-			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", ek.Policy))
-		} else if ek.Trust, err = trustfiles.LoadEKTrust(c.EKCABundle); err != nil {
-			errs = append(errs, fmt.Errorf("ek_ca_bundle: %w", err))
-		}
-	} else if c.EKCABundle != "" {
-		errs = append(errs, fmt.Errorf("ek_ca_bundle is set but ek_policy %q does not use it", ek.Policy))
-	}
-	if ek.Policy.NeedsAllowlist() {
-		if c.EKHashAllowlist == "" {
-			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_hash_allowlist", ek.Policy))
-		} else if ek.Allowlist, err = trustfiles.LoadAllowlist(c.EKHashAllowlist); err != nil {
-			errs = append(errs, err)
-		}
-	} else if c.EKHashAllowlist != "" {
-		errs = append(errs, fmt.Errorf("ek_hash_allowlist is set but ek_policy %q does not use it", ek.Policy))
+	} else {
+		errs = append(errs, loadEKFiles(ek, c)...)
 	}
 
 	banks := c.PCRBanks
@@ -207,7 +211,7 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 		return nil, err
 	}
 	return &settings{session: p, ek: ek, evidenceTimeout: evidenceTimeout, storeDSN: storeDSN, enrollment: enrollment, serverName: c.ServerName,
-		caDir: c.CADir, akLifetime: akLifetime}, nil
+		caDir: c.CADir, akLifetime: akLifetime, warnings: warnings}, nil
 }
 
 func orDefault(v, def int) int {
@@ -215,4 +219,72 @@ func orDefault(v, def int) int {
 		return def
 	}
 	return v
+}
+
+// applyAliases maps spire-tpm-plugin's settings onto tpmid's: ca_path is
+// ek_ca_bundle, hash_path (a directory of files named by EK hash) is
+// ek_hash_allowlist. It returns a warning per alias used; an alias set
+// together with its new key is an error.
+func applyAliases(c *Config) (warnings []string, errs []error) {
+	if c.CAPath != "" {
+		if c.EKCABundle != "" {
+			errs = append(errs, errors.New("ca_path and ek_ca_bundle are both set: ca_path is the deprecated name of ek_ca_bundle, keep only ek_ca_bundle"))
+		} else {
+			c.EKCABundle = c.CAPath
+			warnings = append(warnings, "ca_path is deprecated: rename it to ek_ca_bundle")
+		}
+	}
+	if c.HashPath != "" {
+		if c.EKHashAllowlist != "" {
+			errs = append(errs, errors.New("hash_path and ek_hash_allowlist are both set: hash_path is the deprecated form of ek_hash_allowlist, keep only ek_hash_allowlist"))
+		} else {
+			warnings = append(warnings, "hash_path is deprecated: list its hashes in a file (one hex SHA-256 a line) named by ek_hash_allowlist")
+		}
+	}
+	return warnings, errs
+}
+
+// loadEKFiles loads the EK CA bundle and the allowlist the policy needs,
+// and refuses those it does not use and an allowlist policy with no hash.
+func loadEKFiles(ek *session.EKPolicy, c Config) []error {
+	var errs []error
+	var err error
+	bundleKey := "ek_ca_bundle"
+	if c.CAPath != "" {
+		bundleKey = "ca_path"
+	}
+	if ek.Policy.NeedsTrust() {
+		if c.EKCABundle == "" {
+			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", ek.Policy))
+		} else if ek.Trust, err = trustfiles.LoadEKTrust(c.EKCABundle); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", bundleKey, err))
+		}
+	} else if c.EKCABundle != "" {
+		errs = append(errs, fmt.Errorf("%s is set but ek_policy %q does not use it", bundleKey, ek.Policy))
+	}
+	allowKey, allowPath := "ek_hash_allowlist", c.EKHashAllowlist
+	if c.HashPath != "" && c.EKHashAllowlist == "" {
+		allowKey, allowPath = "hash_path", c.HashPath
+	}
+	switch {
+	case !ek.Policy.NeedsAllowlist():
+		if allowPath != "" {
+			errs = append(errs, fmt.Errorf("%s is set but ek_policy %q does not use it", allowKey, ek.Policy))
+		}
+	case allowPath == "":
+		errs = append(errs, fmt.Errorf("ek_policy %q needs ek_hash_allowlist", ek.Policy))
+	default:
+		if allowKey == "hash_path" {
+			ek.Allowlist, err = trustfiles.LoadHashDir(allowPath)
+		} else {
+			ek.Allowlist, err = trustfiles.LoadAllowlist(allowPath)
+		}
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case len(ek.Allowlist) == 0:
+			errs = append(errs, fmt.Errorf("%s %s lists no EK hash, so ek_policy %q would admit no TPM by allowlist; add the hashes `tpmid ek` prints", allowKey, allowPath, ek.Policy))
+		}
+	}
+	return errs
 }

@@ -59,6 +59,9 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)
 	}
+	for _, w := range cfg.warnings {
+		p.log.Warn("Deprecated setting in plugin_data", "warning", w)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st, old, opened := p.store, store.Store(nil), false
@@ -126,11 +129,11 @@ func redactDSN(dsn string) string {
 
 // Validate reports every configuration error at once, without installing.
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
-	_, err := buildConfig(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
+	cfg, err := buildConfig(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
 	if err != nil {
 		return &configv1.ValidateResponse{Valid: false, Notes: pluginconf.Notes(err)}, nil
 	}
-	return &configv1.ValidateResponse{Valid: true}, nil
+	return &configv1.ValidateResponse{Valid: true, Notes: cfg.warnings}, nil
 }
 
 // Attest runs one attestation: hello -> challenge -> evidence -> attributes.

@@ -7,9 +7,11 @@ package trustfiles
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -135,6 +137,44 @@ func readCertFile(path string) ([]*x509.Certificate, error) {
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return out, nil
+}
+
+// maxHashDirFiles bounds the entries read from a hash_path directory.
+const maxHashDirFiles = 1 << 20
+
+// LoadHashDir reads spire-tpm-plugin's hash_path: a directory whose files
+// are named by EK hash (their content is ignored). Every entry named by a
+// hex SHA-256 (either case) is allowlisted; other names, subdirectories and
+// hidden files are ignored, as spire-tpm-plugin ignores them.
+func LoadHashDir(path string) (appraise.Allowlist, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("hash_path: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("hash_path: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("hash_path: %s is not a directory of files named by EK hash (for a file of hashes use ek_hash_allowlist)", path)
+	}
+	names, err := f.Readdirnames(maxHashDirFiles + 1)
+	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("hash_path: %w", err)
+	}
+	if len(names) > maxHashDirFiles {
+		return nil, fmt.Errorf("hash_path: %s has more than %d entries", path, maxHashDirFiles)
+	}
+	out := appraise.Allowlist{}
+	for _, n := range names {
+		b, err := hex.DecodeString(n)
+		if err != nil || len(b) != 32 {
+			continue
+		}
+		out[hex.EncodeToString(b)] = struct{}{}
 	}
 	return out, nil
 }
