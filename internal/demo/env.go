@@ -60,7 +60,10 @@ type Env struct {
 
 // New prepares an Env: the log folder, the plugins (built with go build) and
 // the SPIRE binaries.
-func New(ctx context.Context, c Config) (e *Env, err error) {
+//
+// When a step fails, New stops what it had started and returns the step's
+// error (and a nil Env).
+func New(ctx context.Context, c Config) (_ *Env, err error) {
 	root := c.Root
 	if root == "" {
 		if root, err = RepoRoot(); err != nil {
@@ -82,7 +85,9 @@ func New(ctx context.Context, c Config) (e *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e = &Env{Root: root, LogDir: logDir, sockDir: sockDir, step: c.Step}
+	// e, not the named result: a failed step returns a nil *Env, and e must
+	// still be closed.
+	e := &Env{Root: root, LogDir: logDir, sockDir: sockDir, step: c.Step}
 	e.onClose(func() { os.RemoveAll(sockDir) })
 	defer func() {
 		if err != nil {
@@ -136,6 +141,9 @@ func (e *Env) onClose(f func()) {
 
 // Close stops everything the Env started, newest first. Logs stay.
 func (e *Env) Close() {
+	if e == nil {
+		return
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()

@@ -15,8 +15,9 @@ import (
 )
 
 // Process is a child started in its own process group, with stdout and
-// stderr appended to one log file. Stop signals the whole group, so plugins
-// that spire-server or spire-agent started are stopped with them.
+// stderr appended to one log file. Stop stops it as an init system does:
+// SIGTERM to the process alone, so that spire-server or spire-agent stops
+// its plugins itself, then SIGKILL to the whole group after a grace period.
 type Process struct {
 	Name    string
 	LogPath string
@@ -74,18 +75,28 @@ func (p *Process) Exited() (bool, error) {
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
-// Stop sends SIGTERM to the process group, then SIGKILL after grace.
+// StopGrace is how long Stop waits after SIGTERM before SIGKILL. SPIRE
+// gives each external plugin 2 s to exit after asking it to (go-plugin),
+// so this leaves room for a few.
+const StopGrace = 15 * time.Second
+
+// Stop stops the process the way an init system does: SIGTERM to the
+// process only (not its group: spire-server and spire-agent then
+// deinitialize their plugins over gRPC and stop them, instead of logging
+// "Failed to deinitialize plugin" for plugins the signal killed first),
+// wait for it, SIGKILL the group after StopGrace. Whatever of the group
+// outlives it (a plugin of a crashed parent) is killed last.
 func (p *Process) Stop() {
 	p.once.Do(func() {
 		pgid := p.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(StopGrace):
+			fmt.Fprintf(p.log, "### %s: %s did not stop %s after SIGTERM: SIGKILL\n", time.Now().Format(time.RFC3339Nano), p.Name, StopGrace)
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			<-p.done
 		}
-		// Plugins may outlive their parent for a moment: sweep the group.
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		p.log.Close()
 	})

@@ -135,6 +135,16 @@ plugins {
 		PluginName, hclString(pluginCmd), pluginSum, serverPluginData(o))
 }
 
+// pluginEnv is the environment added for spire-server and spire-agent:
+// TMPDIR is the harness's socket directory, so that the plugins they start
+// put their go-plugin unix sockets there (go-plugin's server listens on a
+// temporary file of os.TempDir(); newer releases also honour
+// PLUGIN_UNIX_SOCKET_DIR, which SPIRE does not set), not in /tmp, where
+// they would outlive the run.
+func pluginEnv(sockDir string) []string {
+	return []string{"TMPDIR=" + sockDir, "PLUGIN_UNIX_SOCKET_DIR=" + sockDir}
+}
+
 // StartServer writes the config into dir, starts spire-server with its log
 // in logPath and waits until its healthcheck passes.
 func StartServer(ctx context.Context, spireBin, dir, sockDir, logPath string, plugins *Plugins, o ServerOptions) (*Server, error) {
@@ -155,7 +165,7 @@ func StartServer(ctx context.Context, spireBin, dir, sockDir, logPath string, pl
 		return nil, err
 	}
 	bin := filepath.Join(spireBin, "spire-server")
-	p, err := startProcess("spire-server", logPath, dir, nil, bin, "run", "-config", conf)
+	p, err := startProcess("spire-server", logPath, dir, pluginEnv(sockDir), bin, "run", "-config", conf)
 	if err != nil {
 		return nil, err
 	}
@@ -373,7 +383,7 @@ func RunAgent(ctx context.Context, spireBin, dir, sockDir, logPath string, srv *
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	p, err := startProcess("spire-agent", logPath, dir, nil, filepath.Join(spireBin, "spire-agent"), "run", "-config", conf)
+	p, err := startProcess("spire-agent", logPath, dir, pluginEnv(sockDir), filepath.Join(spireBin, "spire-agent"), "run", "-config", conf)
 	if err != nil {
 		return nil, err
 	}
