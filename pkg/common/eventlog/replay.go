@@ -140,36 +140,156 @@ func (l *Log) pcr0Locality() (uint8, error) {
 	return 0, nil
 }
 
-// Mismatch is one PCR whose replayed value differs from the quoted one.
+// Mismatch is one PCR whose replayed value differs from the quoted one,
+// with the event from which the log's value can no longer match, when one
+// event explains it.
 type Mismatch struct {
 	Bank     pcrs.Alg
 	PCR      int
 	Replayed []byte
 	Quoted   []byte
+	// Cause says how the log's events on this PCR relate to the quoted value.
+	Cause MismatchCause
+	// Event is the event Cause names (nil for CauseUnexplained with no
+	// event on the PCR); Description is its decoded data in one line.
+	Event       *Event
+	Description string
+	// Events is how many events the log extends this PCR with.
+	Events int
 }
 
-// MismatchError says which PCRs of which banks the log does not explain.
+// MismatchCause classifies a mismatched PCR.
+type MismatchCause int
+
+const (
+	// CauseUnexplained: no prefix of the PCR's events, nor the events
+	// without any single one, gives the quoted value (a changed digest, an
+	// event the log lacks, or several changes). Event is the PCR's last
+	// event: the mismatch starts at or before it.
+	CauseUnexplained MismatchCause = iota
+	// CauseExtraEvents: the quoted value is the replay of the PCR's events
+	// before Event; Event and those after it were not measured by the TPM
+	// (appended to the log, or the quote predates them).
+	CauseExtraEvents
+	// CauseUnmeasuredEvent: the log without Event replays to the quoted
+	// value; Event was inserted (or the TPM never saw it).
+	CauseUnmeasuredEvent
+	// CauseOnlyEvent: Event is the PCR's only event and does not give the
+	// quoted value: its digest is not what the TPM measured.
+	CauseOnlyEvent
+)
+
+// maxDiagnosedEvents bounds the quadratic "without one event" search per PCR.
+const maxDiagnosedEvents = 256
+
+// diagnose finds, for a mismatched PCR, the event from which the log's
+// value can no longer match the quoted one. It costs one replay of the
+// PCR's events, plus, when no prefix matches and the PCR has at most
+// maxDiagnosedEvents events, one partial replay per event.
+func (l *Log) diagnose(m *Mismatch, pcr0Init uint8) {
+	var evs []*Event
+	for i := range l.Events {
+		e := &l.Events[i]
+		if e.Type != EvNoAction && e.PCR != TrailerPCR && int(e.PCR) == m.PCR {
+			if _, ok := e.Digests[m.Bank]; ok {
+				evs = append(evs, e)
+			}
+		}
+	}
+	m.Events = len(evs)
+	h, err := m.Bank.New()
+	if err != nil || len(evs) == 0 {
+		return
+	}
+	extend := func(cur, d []byte) []byte {
+		h.Reset()
+		h.Write(cur)
+		h.Write(d)
+		return h.Sum(nil)
+	}
+	init := make([]byte, m.Bank.Size())
+	if m.PCR == 0 {
+		init[len(init)-1] = pcr0Init
+	}
+	// prefix[k] is the value after the first k events.
+	prefix := make([][]byte, len(evs)+1)
+	prefix[0] = init
+	for k, e := range evs {
+		prefix[k+1] = extend(prefix[k], e.Digests[m.Bank])
+	}
+	name := func(c MismatchCause, e *Event) {
+		m.Cause, m.Event = c, e
+		if d, err := l.Decode(e); err == nil && d != nil {
+			m.Description = d.Summary()
+		}
+	}
+	for k := len(evs) - 1; k >= 0; k-- {
+		if bytes.Equal(prefix[k], m.Quoted) {
+			name(CauseExtraEvents, evs[k])
+			return
+		}
+	}
+	if len(evs) == 1 {
+		name(CauseOnlyEvent, evs[0])
+		return
+	}
+	if len(evs) <= maxDiagnosedEvents {
+		for j := range evs {
+			cur := prefix[j]
+			for _, e := range evs[j+1:] {
+				cur = extend(cur, e.Digests[m.Bank])
+			}
+			if bytes.Equal(cur, m.Quoted) {
+				name(CauseUnmeasuredEvent, evs[j])
+				return
+			}
+		}
+	}
+	name(CauseUnexplained, evs[len(evs)-1])
+}
+
+// describeEvent names an event: index, type, decoded data, digest.
+func (m *Mismatch) describeEvent() string {
+	e := m.Event
+	s := fmt.Sprintf("event %d %s", e.Index, e.Type)
+	if d := m.Description; d != "" {
+		if len(d) > 96 {
+			d = d[:93] + "..."
+		}
+		s += " " + d
+	}
+	return s + fmt.Sprintf(" (%s digest %x)", m.Bank, e.Digests[m.Bank])
+}
+
+// String is the one-line diagnosis of the PCR.
+func (m *Mismatch) String() string {
+	head := fmt.Sprintf("%s PCR%d: ", m.Bank, m.PCR)
+	values := fmt.Sprintf("quoted %x, replayed %x", m.Quoted, m.Replayed)
+	if m.Event == nil {
+		return head + fmt.Sprintf("no event of the log explains it (%d events); %s", m.Events, values)
+	}
+	switch m.Cause {
+	case CauseExtraEvents:
+		return head + "the TPM did not measure the log's events from " + m.describeEvent() + " on (the quoted value is the replay of the events before it)"
+	case CauseUnmeasuredEvent:
+		return head + "the TPM did not measure " + m.describeEvent() + " (the log without it replays to the quoted value)"
+	case CauseOnlyEvent:
+		return head + "its only event, " + m.describeEvent() + ", is not what the TPM measured; " + values
+	}
+	return head + fmt.Sprintf("no single event explains it: no prefix of its %d events reaches the quoted value, so the mismatch starts at or before ", m.Events) +
+		m.describeEvent() + "; " + values
+}
+
+// MismatchError says which PCRs of which banks the log does not explain,
+// one clause per PCR, on one line.
 type MismatchError struct{ Mismatches []Mismatch }
 
 func (e *MismatchError) Error() string {
-	var parts []string
-	var cur pcrs.Alg
-	var idx []string
-	flush := func() {
-		if len(idx) > 0 {
-			parts = append(parts, fmt.Sprintf("%s PCR[%s]", cur, strings.Join(idx, ",")))
-		}
-		idx = nil
+	parts := make([]string, len(e.Mismatches))
+	for i := range e.Mismatches {
+		parts[i] = e.Mismatches[i].String()
 	}
-	for _, m := range e.Mismatches {
-		if m.Bank != cur {
-			flush()
-			cur = m.Bank
-		}
-		idx = append(idx, fmt.Sprint(m.PCR))
-	}
-	flush()
-	return "event log does not replay to the quoted PCRs: " + strings.Join(parts, ", ")
+	return "event log does not replay to the quoted PCRs: " + strings.Join(parts, "; ")
 }
 
 // Replayed is the outcome of VerifyAgainst.
@@ -278,6 +398,10 @@ func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
 		}
 	}
 	if len(mm) > 0 {
+		pcr0Init, _ := l.pcr0Locality() // Replay succeeded, so did this
+		for i := range mm {
+			l.diagnose(&mm[i], pcr0Init)
+		}
 		return r, &MismatchError{Mismatches: mm}
 	}
 	if compared == 0 {

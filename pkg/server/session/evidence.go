@@ -150,6 +150,9 @@ func (s *Session) verifyEventLog(ev *wire.Evidence) error {
 	switch {
 	case errors.Is(err, eventlog.ErrEventTampered):
 		return &verify.Error{Reason: ReasonEventLogTampered, Err: fmt.Errorf("event log: %w", err)}
+	case errors.As(err, new(*eventlog.MismatchError)):
+		// The error names each PCR and the event from which it differs.
+		return &verify.Error{Reason: ReasonEventLog, Err: err}
 	case err != nil:
 		return &verify.Error{Reason: ReasonEventLog, Err: fmt.Errorf("event log does not replay to the quoted PCRs: %w", err)}
 	}
