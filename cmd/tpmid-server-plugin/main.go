@@ -3,14 +3,23 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/spiffe/spire-plugin-sdk/pluginmain"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 
+	"github.com/tpmid/tpmid/internal/version"
 	"github.com/tpmid/tpmid/pkg/server/plugin"
 )
 
 func main() {
+	// --version works outside SPIRE; pluginmain.Serve refuses to run there.
+	if version.Requested(os.Args[1:]) {
+		fmt.Println(version.Line("tpmid-server-plugin"))
+		return
+	}
 	p := plugin.New()
 	pluginmain.Serve(
 		nodeattestorv1.NodeAttestorPluginServer(p),

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tpmid/tpmid/internal/version"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
@@ -116,6 +117,7 @@ const checkTimeout = 30 * time.Second
 // refuses to start on a missing device, an unreachable swtpm address or an
 // unreadable event_log_path instead of retrying attestation forever.
 func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+	p.log.Info("Configuring", "plugin", "tpmid-agent-plugin", "version", version.Short())
 	cfg, err := buildConfig(req.GetHclConfiguration())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)

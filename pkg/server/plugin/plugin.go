@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tpmid/tpmid/ca/issuer"
+	"github.com/tpmid/tpmid/internal/version"
 	"github.com/tpmid/tpmid/pkg/common/pluginconf"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/akissuer"
@@ -55,6 +56,7 @@ func (p *Plugin) SetLogger(l hclog.Logger) { p.log = l }
 // Configure parses the configuration, opens (or keeps) the store, and
 // installs both atomically.
 func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+	p.log.Info("Configuring", "plugin", "tpmid-server-plugin", "version", version.Short())
 	cfg, err := buildConfig(req.GetCoreConfiguration().GetTrustDomain(), req.GetHclConfiguration())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid configuration: %v", err)
