@@ -294,7 +294,7 @@ func verifyEKChain(cert *x509.Certificate, extraIntermediates []*x509.Certificat
 		if _, err2 := leaf.Verify(opts); err2 == nil {
 			return nil, &Error{Reason: ReasonEKExpired, Err: fmt.Errorf("a chain certificate is outside its validity at %s: %w", now.UTC().Format(time.RFC3339), err)}
 		}
-		return nil, &Error{Reason: ReasonEKUntrusted, Err: err}
+		return nil, &Error{Reason: ReasonEKUntrusted, Err: fmt.Errorf("%s: %w", missingCA(cert, extraIntermediates), err)}
 	}
 	f.Chain = slices.Clone(chains[0])
 	f.Chain[0] = cert
@@ -319,4 +319,39 @@ func EKHash(pub crypto.PublicKey) (string, error) {
 	}
 	sum := sha256.Sum256(der)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// missingCA names the CA an untrusted EK certificate needs: the issuer DN
+// and authority key ID of the topmost certificate reachable from the leaf
+// through the intermediates the agent sent, so the operator knows which
+// vendor CA to add to ek_ca_bundle.
+func missingCA(cert *x509.Certificate, extra []*x509.Certificate) string {
+	top := cert
+	for range len(extra) {
+		var next *x509.Certificate
+		for _, c := range extra {
+			if c != nil && c != top && bytes.Equal(c.RawSubject, top.RawIssuer) && top.CheckSignatureFrom(c) == nil {
+				next = c
+				break
+			}
+		}
+		if next == nil || bytes.Equal(next.RawSubject, next.RawIssuer) {
+			break
+		}
+		top = next
+	}
+	aki := "none"
+	if len(top.AuthorityKeyId) > 0 {
+		aki = hexColons(top.AuthorityKeyId)
+	}
+	return fmt.Sprintf("no trusted CA for issuer %q (authority key ID %s): add that vendor CA to ek_ca_bundle", top.Issuer.String(), aki)
+}
+
+// hexColons formats b as aa:bb:cc, the way openssl prints key IDs.
+func hexColons(b []byte) string {
+	parts := make([]string, len(b))
+	for i, c := range b {
+		parts[i] = fmt.Sprintf("%02x", c)
+	}
+	return strings.Join(parts, ":")
 }

@@ -123,7 +123,10 @@ func VerifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 	}
 
 	if subtle.ConstantTimeCompare(att.ExtraData.Buffer, extraData) != 1 {
-		return nil, failf(ReasonQuoteExtraData, "extraData (%d bytes) differs from the expected %d bytes", len(att.ExtraData.Buffer), len(extraData))
+		// Both are public (a hash of the nonces both sides sent in clear);
+		// the values tell a stale or replayed quote from a wrong nonce.
+		return nil, failf(ReasonQuoteExtraData, "extraData %x (%d bytes) differs from the expected %x (%d bytes): the quote was not made for this challenge's nonces",
+			att.ExtraData.Buffer, len(att.ExtraData.Buffer), extraData, len(extraData))
 	}
 
 	bank, idx, err := selection(info.PCRSelect)

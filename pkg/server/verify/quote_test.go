@@ -8,7 +8,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -240,6 +242,10 @@ func TestVerifyQuoteRejects(t *testing.T) {
 			}
 			if got := ReasonOf(err); got != c.want {
 				t.Fatalf("reason %q (%v), want %q", got, err, c.want)
+			}
+			// A nonce mismatch shows both values in hex.
+			if c.want == ReasonQuoteExtraData && !strings.Contains(err.Error(), fmt.Sprintf("differs from the expected %x (", c.extra)) {
+				t.Errorf("%v does not show the expected extraData %x", err, c.extra)
 			}
 		})
 	}
