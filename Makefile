@@ -21,7 +21,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/tpmid ./cmd/tpmid-server-plugin ./cmd/tpmid-agent-plugin
 
-# deps: swtpm + swtpm-tools + tpm2-tools, and a C compiler (the simulator
+# deps: swtpm + swtpm-tools, and a C compiler (the simulator
 # tests and SPIRE's sqlite3 driver use cgo), with apt-get only if missing
 # (sudo when not root); then spire-server/spire-agent $(SPIRE_VERSION) built
 # into .cache.
@@ -30,7 +30,6 @@ deps: swtpm spire
 swtpm:
 	@need=""; \
 	command -v swtpm >/dev/null && command -v swtpm_setup >/dev/null || need="swtpm swtpm-tools"; \
-	command -v tpm2_pcrread >/dev/null || need="$$need tpm2-tools"; \
 	command -v $${CC:-cc} >/dev/null || command -v gcc >/dev/null || need="$$need gcc libc6-dev"; \
 	if [ -n "$$need" ]; then \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
@@ -47,8 +46,11 @@ spire:
 # Every test. Integration tests are ordinary Go tests in test/integration.
 # -count=1: they build the plugins and run SPIRE in subprocesses, which Go's
 # test cache cannot see, so a cached "ok" could hide a broken plugin.
+# internal/testsummary prints what plain go test would, then one line:
+# passed, failed, skipped, naming every skipped test (each with its reason
+# on a SKIP line above); its exit status is go test's.
 test: deps
-	CGO_ENABLED=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 $(GO) run ./internal/testsummary -- $(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: everything but test/integration and test/stepca (real
 # SPIRE, step-ca), no deps needed.
