@@ -14,7 +14,7 @@ TEST_TIMEOUT ?= 20m
 SPIRE_VERSION ?= v1.13.3
 export SPIRE_VERSION
 
-.PHONY: all build test unit deps swtpm spire demo fuzz bench clean
+.PHONY: all build test unit deps swtpm spire demo fuzz bench clean dist
 
 all: build
 
@@ -71,6 +71,12 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# Release: linux amd64 and arm64 tarballs of the three binaries (static,
+# CGO_ENABLED=0) in dist/, SHA256SUMS, and the plugin_checksum line of each
+# plugin binary. VERSION defaults to git describe.
+dist:
+	GO=$(GO) ./scripts/dist.sh
 
 clean:
 	rm -rf $(BIN) out demo-logs

@@ -16,6 +16,7 @@ require (
 	github.com/spiffe/go-spiffe/v2 v2.9.0
 	github.com/spiffe/spire-plugin-sdk v1.12.0
 	go.step.sm/crypto v0.92.0
+	go.yaml.in/yaml/v3 v3.0.5
 	google.golang.org/grpc v1.84.0
 	modernc.org/sqlite v1.62.0
 )
