@@ -65,9 +65,25 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	w.SetConnMaxIdleTime(0)
 	w.SetConnMaxLifetime(0)
 	s := newSQLStore(sqliteDialect, w, nil, nil, nil)
-	if err := s.migrate(ctx, ""); err != nil {
-		w.Close()
-		return nil, err
+	// Servers (or a server and the CLI) opening one new file at once race
+	// for the lock that switching to WAL takes, which the busy timeout does
+	// not cover: a busy first open is retried for a few seconds.
+	for attempt := 0; ; attempt++ {
+		err = s.migrate(ctx, "")
+		if err == nil {
+			break
+		}
+		var e *sqlite.Error
+		if attempt == 50 || !errors.As(err, &e) || e.Code()&0xff != sqlite3.SQLITE_BUSY {
+			w.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			w.Close()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	// Readers: several connections that cannot write.
 	r, err := sql.Open("sqlite", abs+"?_busy_timeout=5000&_foreign_keys=1&_query_only=1")
