@@ -13,6 +13,8 @@ import (
 
 	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/server/session"
+	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
 func verifyReal(t *testing.T, rel string) string {
@@ -139,7 +141,10 @@ func TestVerifyQuoteCLI(t *testing.T) {
 		{"t490 from eventlog only", with(t490Args, "--eventlog", t490("eventlog"), "--json"), "", map[string]any{"bank": "sha256", "clock": 13391371438.0}},
 		{"t490 pcrs and eventlog", with(t490Args, "--pcrs", t490PCRs(t), "--eventlog", t490("eventlog")), "", nil},
 		{"t490 TPM2B_ATTEST", []string{"quote", "--ak", t490("ak.pub"), "--quote", wrapped, "--signature", t490("quote.sig"), "--nonce", "abcdef", "--pcrs", t490PCRs(t)}, "", nil},
-		{"windows with pcrs and eventlog", with(winArgs, "--pcrs", windowsPCRs(t), "--eventlog", win("eventlog.bin"), "--json"), "", map[string]any{"bank": "sha1", "secure_boot": "enabled", "signature_hash": "sha1"}},
+		{"windows with pcrs and eventlog", with(winArgs, "--pcrs", windowsPCRs(t), "--eventlog", win("eventlog.bin"), "--allow-weak", "--json"), "", map[string]any{"bank": "sha1", "secure_boot": "enabled", "signature_hash": "sha1"}},
+		// The Windows quote is signed with SHA-1: refused as the server refuses it.
+		{"windows SHA-1 signature without --allow-weak", with(winArgs, "--pcrs", windowsPCRs(t), "--eventlog", win("eventlog.bin")), "quote_weak: quote uses a weak algorithm: signature hash sha1 (the server refuses it too); pass --allow-weak", nil},
+		{"windows SHA-1 signature without --allow-weak, json", with(winArgs, "--pcrs", windowsPCRs(t), "--json"), "quote_weak", nil},
 		{"cos sha1 bank", with(cosArgs("sha1"), "--pcrs", cosPCRs(t, "quotes/gce-cos-85/nonce9009"), "--eventlog", cos("eventlog.bin"), "--json"), "", map[string]any{"bank": "sha1", "reset_count": 10.0}},
 		{"cos sha256 bank", with(cosArgs("sha256"), "--pcrs", cosPCRs(t, "quotes/gce-cos-85/nonce9009"), "--json"), "", map[string]any{"bank": "sha256"}},
 		{"cos sha384 bank", with(cosArgs("sha384"), "--pcrs", cosPCRs(t, "quotes/gce-cos-85/nonce9009"), "--eventlog", cos("eventlog.bin")), "", nil},
@@ -163,6 +168,9 @@ func TestVerifyQuoteCLI(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out, err := runVerify(t, c.args...)
+			if c.wantErr == "quote_weak" && verify.ReasonOf(err) != session.ReasonQuoteWeak {
+				t.Errorf("reason %q, want %q", verify.ReasonOf(err), session.ReasonQuoteWeak)
+			}
 			if c.wantErr != "" {
 				if err == nil {
 					t.Fatalf("succeeded, want error containing %q; output %s", c.wantErr, out)

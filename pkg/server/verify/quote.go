@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -38,9 +39,10 @@ type Quote struct {
 
 // QuoteFacts is what a verified quote says.
 type QuoteFacts struct {
-	Bank            pcrs.Alg // the one PCR bank selected
-	PCRs            []int    // selected indices, ascending
-	SignatureHash   pcrs.Alg // hash of the signature scheme (also the pcrDigest hash)
+	Bank            pcrs.Alg        // the one PCR bank selected; 0 when a VerifyQuoteMulti quote selects several
+	PCRs            []int           // selected indices of Bank, ascending; nil when several banks are selected
+	Selection       []BankSelection // every selected bank, in the quote's TPML_PCR_SELECTION order
+	SignatureHash   pcrs.Alg        // hash of the signature scheme (also the pcrDigest hash)
 	ResetCount      uint32
 	RestartCount    uint32
 	Clock           uint64
@@ -48,6 +50,12 @@ type QuoteFacts struct {
 	FirmwareVersion uint64
 	QualifiedSigner []byte   // TPM2B_NAME buffer: the AK's qualified name
 	Weak            []string // e.g. "signature hash sha1", "pcr bank sha1"
+}
+
+// BankSelection is one TPMS_PCR_SELECTION of a quote.
+type BankSelection struct {
+	Bank pcrs.Alg
+	PCRs []int // ascending
 }
 
 // UnwrapAttest accepts a TPMS_ATTEST or a TPM2B_ATTEST (size-prefixed, as
@@ -89,6 +97,26 @@ func UnwrapAttest(b []byte) []byte {
 // QualifiedSigner is reported, not checked: it is H(parent's qualified name
 // || AK name) and the parent is not known here.
 func VerifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Values) (*QuoteFacts, error) {
+	return verifyQuote(ak, q, extraData, values, false)
+}
+
+// VerifyQuoteMulti is VerifyQuote for a quote that may select several banks
+// (tpm2_quote -l sha1:0,1+sha256:0,1, Keylime and other attesters), for
+// tools such as `tpmid verify quote`; the plugin protocol keeps one quote
+// per bank and uses VerifyQuote. The selection must name at least one bank;
+// each bank at most once, known, with at least one PCR in 0..23
+// (ReasonQuotePCRSelection). pcrDigest must be the signing scheme's hash
+// over the selected PCR values bank by bank in the TPML_PCR_SELECTION's
+// order, each bank's PCRs in ascending index order (TPM 2.0 Part 3,
+// TPM2_Quote; Part 1, PCR digest computation); every selected PCR needs a
+// value of its bank's size (ReasonQuotePCRValues). Facts.Selection lists
+// the banks in quote order; Bank and PCRs are set only when one bank is
+// selected, so CheckSelection refuses a multi-bank quote.
+func VerifyQuoteMulti(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Values) (*QuoteFacts, error) {
+	return verifyQuote(ak, q, extraData, values, true)
+}
+
+func verifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Values, multi bool) (*QuoteFacts, error) {
 	if ak == nil {
 		return nil, failf(ReasonInvalidArgument, "no AK public key")
 	}
@@ -129,30 +157,31 @@ func VerifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 			att.ExtraData.Buffer, len(att.ExtraData.Buffer), extraData, len(extraData))
 	}
 
-	bank, idx, err := selection(info.PCRSelect)
+	sel, err := selection(info.PCRSelect, multi)
 	if err != nil {
 		return nil, err
 	}
 
 	h := sigHash.New()
-	for _, i := range idx {
-		v, ok := values.Get(bank, i)
-		if !ok {
-			return nil, failf(ReasonQuotePCRValues, "no value for quoted PCR %s:%d", bank, i)
+	for _, bs := range sel {
+		for _, i := range bs.PCRs {
+			v, ok := values.Get(bs.Bank, i)
+			if !ok {
+				return nil, failf(ReasonQuotePCRValues, "no value for quoted PCR %s:%d", bs.Bank, i)
+			}
+			if len(v) != bs.Bank.Size() {
+				return nil, failf(ReasonQuotePCRValues, "PCR %s:%d value is %d bytes, want %d", bs.Bank, i, len(v), bs.Bank.Size())
+			}
+			h.Write(v)
 		}
-		if len(v) != bank.Size() {
-			return nil, failf(ReasonQuotePCRValues, "PCR %s:%d value is %d bytes, want %d", bank, i, len(v), bank.Size())
-		}
-		h.Write(v)
 	}
 	sigAlg, _ := pcrs.FromCryptoHash(sigHash)
 	if d := info.PCRDigest.Buffer; len(d) != sigHash.Size() || subtle.ConstantTimeCompare(h.Sum(nil), d) != 1 {
-		return nil, failf(ReasonQuoteDigest, "pcrDigest %x is not %s over PCR values %s:%v", d, sigAlg, bank, idx)
+		return nil, failf(ReasonQuoteDigest, "pcrDigest %x is not %s over PCR values %s", d, sigAlg, selectionString(sel))
 	}
 
 	f := &QuoteFacts{
-		Bank:            bank,
-		PCRs:            idx,
+		Selection:       sel,
 		SignatureHash:   sigAlg,
 		ResetCount:      att.ClockInfo.ResetCount,
 		RestartCount:    att.ClockInfo.RestartCount,
@@ -164,8 +193,13 @@ func VerifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 	if sigAlg.Weak() {
 		f.Weak = append(f.Weak, "signature hash "+sigAlg.String())
 	}
-	if bank.Weak() {
-		f.Weak = append(f.Weak, "pcr bank "+bank.String())
+	if len(sel) == 1 {
+		f.Bank, f.PCRs = sel[0].Bank, slices.Clone(sel[0].PCRs)
+	}
+	for _, bs := range sel {
+		if bs.Bank.Weak() {
+			f.Weak = append(f.Weak, "pcr bank "+bs.Bank.String())
+		}
 	}
 	if k, ok := ak.(*rsa.PublicKey); ok && k.N.BitLen() < 2048 {
 		f.Weak = append(f.Weak, fmt.Sprintf("rsa key %d bits", k.N.BitLen()))
@@ -173,37 +207,61 @@ func VerifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 	return f, nil
 }
 
-// selection accepts exactly one TPMS_PCR_SELECTION with at least one PCR,
-// all in 0..pcrs.MaxIndex. One bank per quote is tpmid's protocol (one quote
-// per requested bank): with several banks the facts would need a digest per
-// bank order, and a selection entry for a bank with no bits set is something
-// an honest agent never sends.
-func selection(l tpm2.TPMLPCRSelection) (pcrs.Alg, []int, error) {
-	if n := len(l.PCRSelections); n != 1 {
-		return 0, nil, failf(ReasonQuotePCRSelection, "quote selects %d banks, want exactly 1", n)
+// selection decodes the quote's TPML_PCR_SELECTION, in its order. Without
+// multi it accepts exactly one TPMS_PCR_SELECTION: one bank per quote is
+// tpmid's protocol (one quote per requested bank), which keeps the facts one
+// Bank and one PCR list. With multi it accepts one or more. Either way every
+// entry names a known bank not named before and at least one PCR, all in
+// 0..pcrs.MaxIndex: an entry with no bits set adds nothing to the digest and
+// is something an honest agent never sends, and a bank named twice would be
+// hashed twice and make the facts ambiguous.
+func selection(l tpm2.TPMLPCRSelection, multi bool) ([]BankSelection, error) {
+	n := len(l.PCRSelections)
+	switch {
+	case n == 0:
+		return nil, failf(ReasonQuotePCRSelection, "quote selects no bank")
+	case n != 1 && !multi:
+		return nil, failf(ReasonQuotePCRSelection, "quote selects %d banks, want exactly 1", n)
 	}
-	s := l.PCRSelections[0]
-	bank := pcrs.Alg(s.Hash)
-	if !bank.Known() {
-		return 0, nil, failf(ReasonQuotePCRSelection, "unknown PCR bank %s", bank)
-	}
-	var idx []int
-	for byteI, b := range s.PCRSelect {
-		for bit := 0; bit < 8; bit++ {
-			if b&(1<<bit) == 0 {
-				continue
-			}
-			i := byteI*8 + bit
-			if i > pcrs.MaxIndex {
-				return 0, nil, failf(ReasonQuotePCRSelection, "quote selects PCR %d, beyond %d", i, pcrs.MaxIndex)
-			}
-			idx = append(idx, i)
+	out := make([]BankSelection, 0, n)
+	for _, s := range l.PCRSelections {
+		bank := pcrs.Alg(s.Hash)
+		if !bank.Known() {
+			return nil, failf(ReasonQuotePCRSelection, "unknown PCR bank %s", bank)
 		}
+		for _, prev := range out {
+			if prev.Bank == bank {
+				return nil, failf(ReasonQuotePCRSelection, "quote selects bank %s twice", bank)
+			}
+		}
+		var idx []int
+		for byteI, b := range s.PCRSelect {
+			for bit := 0; bit < 8; bit++ {
+				if b&(1<<bit) == 0 {
+					continue
+				}
+				i := byteI*8 + bit
+				if i > pcrs.MaxIndex {
+					return nil, failf(ReasonQuotePCRSelection, "quote selects PCR %d, beyond %d", i, pcrs.MaxIndex)
+				}
+				idx = append(idx, i)
+			}
+		}
+		if len(idx) == 0 {
+			return nil, failf(ReasonQuotePCRSelection, "quote selects no PCR of bank %s", bank)
+		}
+		out = append(out, BankSelection{Bank: bank, PCRs: idx})
 	}
-	if len(idx) == 0 {
-		return 0, nil, failf(ReasonQuotePCRSelection, "quote selects no PCR of bank %s", bank)
+	return out, nil
+}
+
+// selectionString is "sha256:[0 1 2]" or "sha1:[0] sha256:[0 1]".
+func selectionString(sel []BankSelection) string {
+	parts := make([]string, len(sel))
+	for i, bs := range sel {
+		parts[i] = fmt.Sprintf("%s:%v", bs.Bank, bs.PCRs)
 	}
-	return bank, idx, nil
+	return strings.Join(parts, " ")
 }
 
 // CheckSelection rejects facts whose quote covers another bank or other PCRs
