@@ -2,7 +2,10 @@
 #
 # `make test` runs every test (unit, plugin, simulator, swtpm, integration);
 # it first makes sure swtpm, a C compiler and SPIRE are there (`make deps`).
-# The simulator tests need cgo: `make test` sets CGO_ENABLED=1.
+# The simulator tests need cgo and the tpmsimulator build tag (the in-process
+# simulator is only compiled in with it, never into shipped binaries):
+# `make test` sets CGO_ENABLED=1, and test, unit, fuzz and bench pass
+# -tags $(TEST_TAGS).
 
 GO        ?= go
 BIN       ?= bin
@@ -10,6 +13,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 # Integration tests start real spire-server/agent processes and swtpm.
 TEST_TIMEOUT ?= 20m
+TEST_TAGS ?= tpmsimulator
 
 SPIRE_VERSION ?= v1.13.3
 export SPIRE_VERSION
@@ -50,12 +54,12 @@ spire:
 # passed, failed, skipped, naming every skipped test (each with its reason
 # on a SKIP line above); its exit status is go test's.
 test: deps
-	CGO_ENABLED=1 $(GO) run ./internal/testsummary -- $(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 $(GO) run ./internal/testsummary -- $(GO) test -json -count=1 -tags $(TEST_TAGS) -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: everything but test/integration and test/stepca (real
-# SPIRE, step-ca), no deps needed.
+# SPIRE, step-ca), no deps needed but a C compiler for the simulator.
 unit:
-	$(GO) test $$($(GO) list ./... | grep -v -e /test/integration -e /test/stepca)
+	CGO_ENABLED=1 $(GO) test -tags $(TEST_TAGS) $$($(GO) list ./... | grep -v -e /test/integration -e /test/stepca)
 
 demo:
 	$(GO) run ./cmd/tpmid-demo
@@ -63,14 +67,14 @@ demo:
 # Each fuzz target for FUZZTIME; go test -fuzz takes one target per run.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
-		for target in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
+		for target in $$($(GO) test -tags $(TEST_TAGS) -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
 			echo "== $$pkg $$target ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
+			$(GO) test -tags $(TEST_TAGS) -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; \
 	done
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	CGO_ENABLED=1 $(GO) test -tags $(TEST_TAGS) -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 # Release: linux amd64 and arm64 tarballs of the three binaries (static,
 # CGO_ENABLED=0) in dist/, SHA256SUMS, and the plugin_checksum line of each

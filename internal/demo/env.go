@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tpmid/tpmid/internal/swtpm"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 )
@@ -248,7 +249,7 @@ func (e *Env) NewNode(ctx context.Context, name string, o NodeOptions) (*Node, e
 		}
 		defer t.Close()
 		for _, x := range boot.Extends {
-			if err := t.Extend(x.PCR, x.Digests); err != nil {
+			if err := tpmtest.Extend(t, x.PCR, x.Digests); err != nil {
 				return fmt.Errorf("extending PCR %d: %w", x.PCR, err)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-attestation/attest"
 
 	"github.com/tpmid/tpmid/internal/swtpm"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 )
@@ -246,7 +247,7 @@ func TestStartUnix(t *testing.T) {
 		t.Fatalf("ReadPCRs over unix socket = %v, %v", vals, err)
 	}
 	d := sha256.Sum256([]byte("boot"))
-	if err := tp.Extend(0, map[pcrs.Alg][]byte{pcrs.SHA256: d[:]}); err != nil {
+	if err := tpmtest.Extend(tp, 0, map[pcrs.Alg][]byte{pcrs.SHA256: d[:]}); err != nil {
 		t.Fatalf("Extend on swtpm: %v", err)
 	}
 	after, err := tp.ReadPCRs(pcrs.SHA256, []int{0})

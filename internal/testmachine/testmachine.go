@@ -15,6 +15,7 @@ import (
 
 	"github.com/tpmid/tpmid/internal/swtpm"
 	"github.com/tpmid/tpmid/internal/testca"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
@@ -42,7 +43,7 @@ type Options struct {
 	// NV) and writes the RSA EK's certificate to EKCertPath, for the
 	// agent's ek_certificate_path. tpm.EKRSA or tpm.EKECC provision that
 	// EK's certificate into its TCG NV index instead
-	// (tpm.ProvisionEKCertificate), as a manufacturer does; EKCertPath is
+	// (tpmtest.ProvisionEKCertificate), as a manufacturer does; EKCertPath is
 	// then empty and the agent finds the certificate itself.
 	EK tpm.EKAlg
 	// Boot measures the machine's boot; nil is Boot (separators only).
@@ -108,7 +109,7 @@ func NewWith(t testing.TB, opt Options) *Machine {
 			t.Fatal(err)
 		}
 	case tpm.EKRSA, tpm.EKECC:
-		if err := tp.ProvisionEKCertificate(opt.EK, issue); err != nil {
+		if err := tpmtest.ProvisionEKCertificate(tp, opt.EK, issue); err != nil {
 			t.Fatalf("provisioning the %s EK certificate: %v", opt.EK, err)
 		}
 		if ek, err = tp.EK(opt.EK); err != nil {
@@ -153,7 +154,7 @@ func Boot(t testing.TB, tp *tpm.TPM, logPath string) (otherLog []byte) {
 	}
 	for pcr := uint32(0); pcr < 8; pcr++ {
 		digests := b.Extend(pcr, eventlog.EvSeparator, []byte{0, 0, 0, 0})
-		if err := tp.Extend(int(pcr), digests); err != nil {
+		if err := tpmtest.Extend(tp, int(pcr), digests); err != nil {
 			t.Fatalf("extend PCR %d: %v", pcr, err)
 		}
 		other.Extend(pcr, eventlog.EvSeparator, []byte{0xff, 0xff, 0xff, 0xff})
@@ -180,7 +181,7 @@ func UEFIBoot(secureBoot bool) BootFunc {
 			t.Fatal(err)
 		}
 		extend := func(pcr uint32, typ eventlog.EventType, data []byte) {
-			if err := tp.Extend(int(pcr), b.Extend(pcr, typ, data)); err != nil {
+			if err := tpmtest.Extend(tp, int(pcr), b.Extend(pcr, typ, data)); err != nil {
 				t.Fatalf("extend PCR %d: %v", pcr, err)
 			}
 		}

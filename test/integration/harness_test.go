@@ -21,6 +21,7 @@ import (
 
 	"github.com/tpmid/tpmid/internal/demo"
 	"github.com/tpmid/tpmid/internal/swtpm"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
@@ -345,7 +346,7 @@ func (m *machine) start(ctx context.Context) {
 		}
 		return m.withTPM(func(tp *tpm.TPM) error {
 			for _, x := range m.boot.Extends {
-				if err := tp.Extend(x.PCR, x.Digests); err != nil {
+				if err := tpmtest.Extend(tp, x.PCR, x.Digests); err != nil {
 					return fmt.Errorf("extending PCR %d: %w", x.PCR, err)
 				}
 			}
@@ -403,7 +404,7 @@ func (m *machine) measureUnknownBootApp(path string) {
 		d[a] = make([]byte, a.Size())
 		rand.Read(d[a])
 	}
-	if err := m.withTPM(func(tp *tpm.TPM) error { return tp.Extend(4, d) }); err != nil {
+	if err := m.withTPM(func(tp *tpm.TPM) error { return tpmtest.Extend(tp, 4, d) }); err != nil {
 		e.t.Fatal(err)
 	}
 	if err := appendEvent(m.logPath, 4, eventlog.EvEFIBootServicesApp, d, imageLoadEvent(4096, path)); err != nil {

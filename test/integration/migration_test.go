@@ -19,6 +19,7 @@ import (
 
 	"github.com/tpmid/tpmid/internal/demo"
 	"github.com/tpmid/tpmid/internal/testca"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 )
 
@@ -43,7 +44,7 @@ func TestMigrationFromSpireTPMPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := m.withTPM(func(tp *tpm.TPM) error {
-		return tp.ProvisionEKCertificate(tpm.EKECC, func(pub crypto.PublicKey) ([]byte, error) {
+		return tpmtest.ProvisionEKCertificate(tp, tpm.EKECC, func(pub crypto.PublicKey) ([]byte, error) {
 			return eccCA.IssueEK(pub, "id:53494D55", "id:00000001", "id:00020000")
 		})
 	}); err != nil {

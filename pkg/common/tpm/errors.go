@@ -29,7 +29,4 @@ var (
 	// ErrActivation: TPM2_ActivateCredential failed, typically because
 	// the credential was made for another EK or AK.
 	ErrActivation = errors.New("credential activation failed")
-	// ErrEKCertExists: ProvisionEKCertificate found the EK certificate NV
-	// index already defined.
-	ErrEKCertExists = errors.New("EK certificate NV index already defined")
 )

@@ -1,9 +1,11 @@
-//go:build cgo
+//go:build cgo && tpmsimulator
 
 package tpm
 
 // This file is the only one that links the in-process Microsoft reference
-// TPM (cgo). It exists for tests and demos; never point production at it.
+// TPM (cgo). It is built only with the tpmsimulator build tag, which the
+// tests use (make test, make unit); shipped binaries are built without it
+// and do not contain the simulator.
 
 import (
 	"fmt"

@@ -1,13 +1,14 @@
 // Package tpm is the one place in tpmid that talks to a TPM 2.0: it opens
 // the device (kernel device, swtpm socket or the in-process simulator),
 // reads endorsement keys and their certificates, creates and loads
-// attestation keys, activates credentials, quotes and reads PCRs, and
-// extends PCRs for tests and demos.
+// attestation keys, activates credentials, quotes and reads PCRs.
+// Extending PCRs and provisioning EK certificates, for tests and demos
+// only, live in internal/tpmtest, which shipped binaries do not link.
 //
 // It uses github.com/google/go-attestation for EKs, AKs, activation and
 // quotes, and github.com/google/go-tpm for what that lacks (NV public
-// reads to bound certificate size, PCR_Read of a chosen list, PCR_Extend,
-// capability queries).
+// reads to bound certificate size, PCR_Read of a chosen list, capability
+// queries).
 //
 // A *TPM is safe for concurrent use: calls are serialised by a mutex. Every
 // transient object this package loads is flushed before the call returns,
@@ -16,13 +17,12 @@ package tpm
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 
 	"github.com/google/go-attestation/attest"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
-	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -186,48 +186,17 @@ func (t *TPM) ReadPCRs(bank pcrs.Alg, pcrList []int) (map[int][]byte, error) {
 	return out, nil
 }
 
-// Extend extends one PCR in each given bank with TPM2_PCR_Extend (one
-// command for all banks). It exists so tests and demos can "boot" a
-// software TPM; tpmid never extends PCRs on a real machine.
-//
-// Security: any process with TPM access can extend PCRs 0-15 on most
-// TPMs after boot; PCR values prove nothing without the event log and
-// quote.
-func (t *TPM) Extend(pcr int, digests map[pcrs.Alg][]byte) error {
-	if pcr < 0 || pcr > pcrs.MaxIndex {
-		return fmt.Errorf("%w: PCR %d not in 0..%d", ErrBadPCR, pcr, pcrs.MaxIndex)
-	}
-	if len(digests) == 0 {
-		return fmt.Errorf("%w: no digests to extend PCR %d with", ErrBadPCR, pcr)
-	}
-	var vals tpm2.TPMLDigestValues
-	banks := make([]pcrs.Alg, 0, len(digests))
-	for a := range digests {
-		banks = append(banks, a)
-	}
-	slices.Sort(banks)
-	for _, a := range banks {
-		d := digests[a]
-		if !a.Known() {
-			return fmt.Errorf("%w: PCR bank %s", ErrBadAlgorithm, a)
-		}
-		if len(d) != a.Size() {
-			return fmt.Errorf("extend PCR %d bank %s: %d-byte digest, want %d", pcr, a, len(d), a.Size())
-		}
-		vals.Digests = append(vals.Digests, tpm2.TPMTHA{HashAlg: tpm2.TPMIAlgHash(a), Digest: d})
-	}
+// WithChannel runs f with the TPM's raw command channel while holding the
+// TPM's lock, so no other call interleaves; commands f sends are counted
+// like any other. It is the hook for test-support code (internal/tpmtest:
+// EK certificate provisioning, PCR extend), which is kept out of the
+// shipped binaries; tpmid itself never calls it.
+func (t *TPM) WithChannel(f func(rw io.ReadWriter) error) error {
 	if err := t.lock(); err != nil {
 		return err
 	}
 	defer t.mu.Unlock()
-	_, err := tpm2.PCRExtend{
-		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
-		Digests:   vals,
-	}.Execute(transport.FromReadWriter(t.ch))
-	if err != nil {
-		return fmt.Errorf("TPM2_PCR_Extend PCR %d banks %v: %w", pcr, banks, err)
-	}
-	return nil
+	return f(t.ch)
 }
 
 // LoadedHandles lists the transient objects and sessions loaded in the TPM

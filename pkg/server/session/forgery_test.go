@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tpmid/tpmid/internal/testmachine"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -63,7 +64,7 @@ func (r *root) extend7(typ eventlog.EventType, data []byte) {
 		h.Write(data)
 		d[a] = h.Sum(nil)
 	}
-	if err := r.m.TPM.Extend(7, d); err != nil {
+	if err := tpmtest.Extend(r.m.TPM, 7, d); err != nil {
 		r.t.Fatal(err)
 	}
 	r.out = append(r.out, eventlog.Event{PCR: 7, Type: typ, Digests: d, Data: data})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/internal/testmachine"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -456,7 +457,7 @@ func TestAttestation(t *testing.T) {
 // policy that quotes PCR 9 must refuse, naming the PCR.
 func TestUnexplainedPCR(t *testing.T) {
 	f := newFixture(t)
-	if err := f.TPM.Extend(9, map[pcrs.Alg][]byte{pcrs.SHA1: make([]byte, 20), pcrs.SHA256: make([]byte, 32)}); err != nil {
+	if err := tpmtest.Extend(f.TPM, 9, map[pcrs.Alg][]byte{pcrs.SHA1: make([]byte, 20), pcrs.SHA256: make([]byte, 32)}); err != nil {
 		t.Fatal(err)
 	}
 	p := f.policy(t, appraise.EKPolicyCert, f.TrustDir)
@@ -599,7 +600,7 @@ func TestECCEndorsementKey(t *testing.T) {
 	// refused with activation_proof, the first check of Finish.
 	t.Run("wrong EK", func(t *testing.T) {
 		m := testmachine.NewWith(t, testmachine.Options{EK: tpm.EKECC})
-		if err := m.TPM.ProvisionEKCertificate(tpm.EKRSA, func(pub crypto.PublicKey) ([]byte, error) {
+		if err := tpmtest.ProvisionEKCertificate(m.TPM, tpm.EKRSA, func(pub crypto.PublicKey) ([]byte, error) {
 			return m.CA.IssueEK(pub, "id:53494D55", "id:00000001", "id:00020000")
 		}); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package tpm
+package tpmtest
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"errors"
+	"io"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-attestation/attest"
@@ -14,7 +16,49 @@ import (
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/internal/testca"
+	"github.com/tpmid/tpmid/pkg/common/tpm"
 )
+
+// The simulator is one per process: these tests never run in parallel.
+
+func openSim(t testing.TB) *tpm.TPM {
+	t.Helper()
+	tp, err := tpm.Open(tpm.Config{Device: "simulator", EventLogPath: filepath.Join(t.TempDir(), "none")})
+	if err != nil {
+		t.Fatalf("Open(simulator): %v", err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	return tp
+}
+
+func loadedHandles(t testing.TB, tp *tpm.TPM) []uint32 {
+	t.Helper()
+	h, err := tp.LoadedHandles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// rawChannel lets go-attestation use tp's channel inside WithChannel.
+type rawChannel struct{ io.ReadWriter }
+
+func (rawChannel) Close() error                    { return nil }
+func (rawChannel) MeasurementLog() ([]byte, error) { return nil, nil }
+
+// attestEKCertificates is go-attestation's own view of tp's EKs.
+func attestEKCertificates(tp *tpm.TPM) (eks []attest.EK, err error) {
+	err = tp.WithChannel(func(ch io.ReadWriter) error {
+		at, err := attest.OpenTPM(&attest.OpenConfig{CommandChannel: rawChannel{ch}})
+		if err != nil {
+			return err
+		}
+		defer at.Close()
+		eks, err = at.EKCertificates()
+		return err
+	})
+	return eks, err
+}
 
 // issuer returns an issue function for ProvisionEKCertificate that records
 // the DER it returns and the key it was called with.
@@ -33,7 +77,7 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rsaBefore, err := tp.EK(EKRSA)
+	rsaBefore, err := tp.EK(tpm.EKRSA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,22 +85,22 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 	// ECC first: the only EK with a certificate, EK("") picks it.
 	var eccDER []byte
 	var eccPub crypto.PublicKey
-	if err := tp.ProvisionEKCertificate(EKECC, issuer(t, ca, &eccDER, &eccPub)); err != nil {
+	if err := ProvisionEKCertificate(tp, tpm.EKECC, issuer(t, ca, &eccDER, &eccPub)); err != nil {
 		t.Fatalf("ProvisionEKCertificate(ecc): %v", err)
 	}
 	if k, ok := eccPub.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 		t.Fatalf("issue got %T, want a P-256 key", eccPub)
 	}
-	for _, alg := range []EKAlg{EKAuto, EKECC} {
+	for _, alg := range []tpm.EKAlg{tpm.EKAuto, tpm.EKECC} {
 		ek, err := tp.EK(alg)
 		if err != nil {
 			t.Fatalf("EK(%q) after provisioning ECC: %v", alg, err)
 		}
-		if ek.Alg != EKECC || !bytes.Equal(ek.CertDER, eccDER) || !samePublic(ek.Public, eccPub) {
+		if ek.Alg != tpm.EKECC || !bytes.Equal(ek.CertDER, eccDER) || !samePublic(ek.Public, eccPub) {
 			t.Errorf("EK(%q) = %s with %d-byte certificate, want the provisioned ECC EK and certificate", alg, ek.Alg, len(ek.CertDER))
 		}
 	}
-	ek, err := tp.EK(EKRSA)
+	ek, err := tp.EK(tpm.EKRSA)
 	if err != nil {
 		t.Fatalf("EK(rsa) after provisioning ECC: %v", err)
 	}
@@ -66,11 +110,11 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 
 	// The ECC EK activates a credential made by go-attestation's server
 	// side (ECDH seed), for ECDSA and RSA AKs.
-	eccEK, err := tp.EK(EKECC)
+	eccEK, err := tp.EK(tpm.EKECC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, akAlg := range []AKAlg{AKECDSA, AKRSA} {
+	for _, akAlg := range []tpm.AKAlg{tpm.AKECDSA, tpm.AKRSA} {
 		activate(t, tp, eccEK, akAlg)
 	}
 
@@ -78,13 +122,13 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 	// spire-tpm-plugin uses (the same agent ID after a migration).
 	var rsaDER []byte
 	var rsaPub crypto.PublicKey
-	if err := tp.ProvisionEKCertificate(EKRSA, issuer(t, ca, &rsaDER, &rsaPub)); err != nil {
+	if err := ProvisionEKCertificate(tp, tpm.EKRSA, issuer(t, ca, &rsaDER, &rsaPub)); err != nil {
 		t.Fatalf("ProvisionEKCertificate(rsa): %v", err)
 	}
 	if !samePublic(rsaPub, rsaBefore.Public) {
 		t.Error("the RSA EK provisioned is not the one EK(rsa) recreated from the default template")
 	}
-	for alg, want := range map[EKAlg][]byte{EKAuto: rsaDER, EKECC: eccDER, EKRSA: rsaDER} {
+	for alg, want := range map[tpm.EKAlg][]byte{tpm.EKAuto: rsaDER, tpm.EKECC: eccDER, tpm.EKRSA: rsaDER} {
 		ek, err := tp.EK(alg)
 		if err != nil {
 			t.Fatalf("EK(%q) after provisioning both: %v", alg, err)
@@ -93,26 +137,26 @@ func TestSimulatorProvisionEKCertificate(t *testing.T) {
 			t.Errorf("EK(%q) = %s, not the provisioned certificate", alg, ek.Alg)
 		}
 	}
-	eks, err := tp.at.EKCertificates()
+	eks, err := attestEKCertificates(tp)
 	if err != nil || len(eks) != 2 {
 		t.Errorf("go-attestation EKCertificates() = %d EKs, %v; want RSA and ECC", len(eks), err)
 	}
-	rsaEK, err := tp.EK(EKRSA)
+	rsaEK, err := tp.EK(tpm.EKRSA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	activate(t, tp, rsaEK, AKECDSA)
+	activate(t, tp, rsaEK, tpm.AKECDSA)
 
 	// Refusals change nothing.
-	for _, alg := range []EKAlg{EKRSA, EKECC} {
+	for _, alg := range []tpm.EKAlg{tpm.EKRSA, tpm.EKECC} {
 		called := false
-		err := tp.ProvisionEKCertificate(alg, func(crypto.PublicKey) ([]byte, error) { called = true; return nil, nil })
+		err := ProvisionEKCertificate(tp, alg, func(crypto.PublicKey) ([]byte, error) { called = true; return nil, nil })
 		if !errors.Is(err, ErrEKCertExists) || called {
 			t.Errorf("provisioning %s twice = %v (issue called: %v), want ErrEKCertExists before issuing", alg, err, called)
 		}
 	}
-	if err := tp.ProvisionEKCertificate(EKAuto, issuer(t, ca, new([]byte), new(crypto.PublicKey))); !errors.Is(err, ErrBadAlgorithm) {
-		t.Errorf("provisioning alg \"\" = %v, want ErrBadAlgorithm", err)
+	if err := ProvisionEKCertificate(tp, tpm.EKAuto, issuer(t, ca, new([]byte), new(crypto.PublicKey))); !errors.Is(err, tpm.ErrBadAlgorithm) {
+		t.Errorf("provisioning alg \"\" = %v, want tpm.ErrBadAlgorithm", err)
 	}
 	if h := loadedHandles(t, tp); len(h) != 0 {
 		t.Errorf("handles left loaded: %v", h)
@@ -141,21 +185,24 @@ func TestSimulatorProvisionEKCertificateRefusals(t *testing.T) {
 			d, err := ca.IssueEK(p, "id:1", "id:1", "id:1")
 			return append(d, 0xff), err
 		},
-		"larger than bound": func(crypto.PublicKey) ([]byte, error) { return make([]byte, MaxEKCert+1), nil },
+		"larger than bound": func(crypto.PublicKey) ([]byte, error) { return make([]byte, tpm.MaxEKCert+1), nil },
 		"empty certificate": func(crypto.PublicKey) ([]byte, error) { return nil, nil },
 	} {
-		for _, alg := range []EKAlg{EKRSA, EKECC} {
-			if err := tp.ProvisionEKCertificate(alg, issue); err == nil {
+		for _, alg := range []tpm.EKAlg{tpm.EKRSA, tpm.EKECC} {
+			if err := ProvisionEKCertificate(tp, alg, issue); err == nil {
 				t.Errorf("%s, %s: provisioned", name, alg)
 			}
 		}
 	}
 	for _, idx := range []uint32{nvRSAEKCert, nvECCEKCert} {
-		if _, err := legacy.NVReadPublic(tp.ch, tpmutil.Handle(idx)); err == nil {
+		if err := tp.WithChannel(func(ch io.ReadWriter) error {
+			_, err := legacy.NVReadPublic(ch, tpmutil.Handle(idx))
+			return err
+		}); err == nil {
 			t.Errorf("NV index 0x%08x defined after refusals", idx)
 		}
 	}
-	if ek, err := tp.EK(""); err != nil || ek.Alg != EKRSA || ek.CertDER != nil {
+	if ek, err := tp.EK(""); err != nil || ek.Alg != tpm.EKRSA || ek.CertDER != nil {
 		t.Errorf("EK(\"\") after refusals = %v, %v; want the RSA EK without certificate", ek, err)
 	}
 	if h := loadedHandles(t, tp); len(h) != 0 {
@@ -165,7 +212,7 @@ func TestSimulatorProvisionEKCertificateRefusals(t *testing.T) {
 
 // activate makes a credential for (ek, a new AK) with go-attestation's
 // server side and checks the TPM activates it.
-func activate(t *testing.T, tp *TPM, ek *EK, akAlg AKAlg) {
+func activate(t *testing.T, tp *tpm.TPM, ek *tpm.EK, akAlg tpm.AKAlg) {
 	t.Helper()
 	ak, err := tp.NewAK(akAlg)
 	if err != nil {
@@ -187,7 +234,7 @@ func activate(t *testing.T, tp *TPM, ek *EK, akAlg AKAlg) {
 	if !bytes.Equal(got, secret) {
 		t.Errorf("Activate with the %s EK and a %s AK: wrong secret", ek.Alg, akAlg)
 	}
-	if _, ok := ek.Public.(*rsa.PublicKey); ok == (ek.Alg == EKECC) {
+	if _, ok := ek.Public.(*rsa.PublicKey); ok == (ek.Alg == tpm.EKECC) {
 		t.Errorf("EK %s has a %T key", ek.Alg, ek.Public)
 	}
 }

@@ -1,13 +1,31 @@
-package tpm
+// Package tpmtest holds TPM operations for tests and the demo only: EK
+// certificate provisioning (as a manufacturer does) and PCR extend (to
+// "boot" a software TPM). Shipped binaries (tpmid, the agent and server
+// plugins) must not link it; cmd/deps_test.go checks they do not.
+package tpmtest
 
 import (
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 
 	legacy "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
+
+	"github.com/tpmid/tpmid/pkg/common/tpm"
+)
+
+// ErrEKCertExists: ProvisionEKCertificate found the EK certificate NV
+// index already defined.
+var ErrEKCertExists = errors.New("EK certificate NV index already defined")
+
+// TCG EK certificate NV indices (RSA 2048, ECC P-256 low range), where
+// tpm.(*TPM).EK reads them.
+const (
+	nvRSAEKCert = 0x01c00002
+	nvECCEKCert = 0x01c0000a
 )
 
 // TCG persistent EK handles ("Registry of Reserved TPM 2.0 Handles and
@@ -44,7 +62,7 @@ var ekAuthPolicy = []byte{
 // range) template for alg, identical to go-attestation's
 // defaultRSAEKTemplate / defaultECCEKTemplate, so that the key it creates
 // is the one go-attestation recreates.
-func defaultEKTemplate(alg EKAlg) legacy.Public {
+func defaultEKTemplate(alg tpm.EKAlg) legacy.Public {
 	pub := legacy.Public{
 		NameAlg: legacy.AlgSHA256,
 		Attributes: legacy.FlagFixedTPM | legacy.FlagFixedParent | legacy.FlagSensitiveDataOrigin |
@@ -52,7 +70,7 @@ func defaultEKTemplate(alg EKAlg) legacy.Public {
 		AuthPolicy: append([]byte(nil), ekAuthPolicy...),
 	}
 	sym := &legacy.SymScheme{Alg: legacy.AlgAES, KeyBits: 128, Mode: legacy.AlgCFB}
-	if alg == EKRSA {
+	if alg == tpm.EKRSA {
 		pub.Type = legacy.AlgRSA
 		pub.RSAParameters = &legacy.RSAParams{Symmetric: sym, KeyBits: 2048, ModulusRaw: make([]byte, 256)}
 	} else {
@@ -66,7 +84,7 @@ func defaultEKTemplate(alg EKAlg) legacy.Public {
 	return pub
 }
 
-// ProvisionEKCertificate gives the TPM an EK certificate in NV, as a
+// ProvisionEKCertificate gives tp an EK certificate in NV, as a
 // manufacturer does. It is for provisioning test and software TPMs, and
 // TPMs shipped without an EK certificate (the owner's own CA then issues
 // it).
@@ -96,42 +114,43 @@ func defaultEKTemplate(alg EKAlg) legacy.Public {
 // verifying its chain to a root it was configured with and that the TPM
 // activated a credential for this very EK; writing a certificate here
 // proves nothing by itself.
-func (t *TPM) ProvisionEKCertificate(alg EKAlg, issue func(ekPub crypto.PublicKey) ([]byte, error)) (err error) {
+func ProvisionEKCertificate(tp *tpm.TPM, alg tpm.EKAlg, issue func(ekPub crypto.PublicKey) ([]byte, error)) error {
 	var certIdx, nonceIdx, persistent tpmutil.Handle
 	switch alg {
-	case EKRSA:
+	case tpm.EKRSA:
 		certIdx, nonceIdx, persistent = nvRSAEKCert, nvRSAEKNonce, persistentRSAEK
-	case EKECC:
+	case tpm.EKECC:
 		certIdx, nonceIdx, persistent = nvECCEKCert, nvECCEKNonce, persistentECCEK
 	default:
-		return fmt.Errorf("%w: provisioning an EK certificate needs rsa or ecc, not %q", ErrBadAlgorithm, alg)
+		return fmt.Errorf("%w: provisioning an EK certificate needs rsa or ecc, not %q", tpm.ErrBadAlgorithm, alg)
 	}
 	if issue == nil {
 		return errors.New("ProvisionEKCertificate: nil issue function")
 	}
-	if err := t.lock(); err != nil {
-		return err
-	}
-	defer t.mu.Unlock()
+	return tp.WithChannel(func(ch io.ReadWriter) error {
+		return provision(ch, alg, certIdx, nonceIdx, persistent, issue)
+	})
+}
 
-	if _, err := legacy.NVReadPublic(t.ch, certIdx); err == nil {
+func provision(ch io.ReadWriter, alg tpm.EKAlg, certIdx, nonceIdx, persistent tpmutil.Handle, issue func(crypto.PublicKey) ([]byte, error)) (err error) {
+	if _, err := legacy.NVReadPublic(ch, certIdx); err == nil {
 		return fmt.Errorf("%w: NV index 0x%08x already holds the %s EK certificate", ErrEKCertExists, uint32(certIdx), alg)
 	}
 
 	tmpl := defaultEKTemplate(alg)
-	if nonce, err := legacy.NVReadEx(t.ch, nonceIdx, legacy.HandleOwner, "", 0); err == nil {
-		if alg == EKRSA {
+	if nonce, err := legacy.NVReadEx(ch, nonceIdx, legacy.HandleOwner, "", 0); err == nil {
+		if alg == tpm.EKRSA {
 			copy(tmpl.RSAParameters.ModulusRaw, nonce)
 		} else {
 			copy(tmpl.ECCParameters.Point.XRaw, nonce)
 		}
 	}
-	hnd, pub, err := legacy.CreatePrimary(t.ch, legacy.HandleEndorsement, legacy.PCRSelection{}, "", "", tmpl)
+	hnd, pub, err := legacy.CreatePrimary(ch, legacy.HandleEndorsement, legacy.PCRSelection{}, "", "", tmpl)
 	if err != nil {
 		return fmt.Errorf("TPM2_CreatePrimary of the %s EK: %w", alg, err)
 	}
 	defer func() {
-		if ferr := legacy.FlushContext(t.ch, hnd); ferr != nil {
+		if ferr := legacy.FlushContext(ch, hnd); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("TPM2_FlushContext of the %s EK: %w", alg, ferr))
 		}
 	}()
@@ -139,11 +158,11 @@ func (t *TPM) ProvisionEKCertificate(alg EKAlg, issue func(ekPub crypto.PublicKe
 	// The ECC EK must end up at 0x81010002; fail before writing anything
 	// if another key is there.
 	persist := true
-	if cur, _, _, err := legacy.ReadPublic(t.ch, persistent); err == nil {
+	if cur, _, _, err := legacy.ReadPublic(ch, persistent); err == nil {
 		persist = false
 		k, kerr := cur.Key()
 		if kerr != nil || !samePublic(k, pub) {
-			if alg == EKECC {
+			if alg == tpm.EKECC {
 				return fmt.Errorf("persistent handle 0x%08x holds another key than the ECC EK of the default template: go-attestation would not find the EK for this certificate", uint32(persistent))
 			}
 			// go-attestation recreates the RSA EK at 0x81010003.
@@ -160,25 +179,25 @@ func (t *TPM) ProvisionEKCertificate(alg EKAlg, issue func(ekPub crypto.PublicKe
 
 	nvPub := legacy.NVPublic{NVIndex: certIdx, NameAlg: legacy.AlgSHA256, Attributes: ekCertNVAttrs, DataSize: uint16(len(der))}
 	ownerAuth := legacy.AuthCommand{Session: legacy.HandlePasswordSession, Attributes: legacy.AttrContinueSession}
-	if err := legacy.NVDefineSpaceEx(t.ch, legacy.HandleOwner, "", nvPub, ownerAuth); err != nil {
+	if err := legacy.NVDefineSpaceEx(ch, legacy.HandleOwner, "", nvPub, ownerAuth); err != nil {
 		return fmt.Errorf("TPM2_NV_DefineSpace 0x%08x (%d bytes, owner auth): %w", uint32(certIdx), len(der), err)
 	}
 	defer func() {
 		if err != nil {
-			if uerr := legacy.NVUndefineSpace(t.ch, "", legacy.HandleOwner, certIdx); uerr != nil {
+			if uerr := legacy.NVUndefineSpace(ch, "", legacy.HandleOwner, certIdx); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("TPM2_NV_UndefineSpace 0x%08x: %w", uint32(certIdx), uerr))
 			}
 		}
 	}()
-	chunk := t.nvBufferMax()
+	chunk := nvBufferMax(ch)
 	for off := 0; off < len(der); off += chunk {
 		end := min(off+chunk, len(der))
-		if err := legacy.NVWrite(t.ch, legacy.HandleOwner, certIdx, "", der[off:end], uint16(off)); err != nil {
+		if err := legacy.NVWrite(ch, legacy.HandleOwner, certIdx, "", der[off:end], uint16(off)); err != nil {
 			return fmt.Errorf("TPM2_NV_Write 0x%08x bytes %d-%d: %w", uint32(certIdx), off, end, err)
 		}
 	}
 	if persist {
-		if err := legacy.EvictControl(t.ch, "", legacy.HandleOwner, hnd, persistent); err != nil {
+		if err := legacy.EvictControl(ch, "", legacy.HandleOwner, hnd, persistent); err != nil {
 			return fmt.Errorf("TPM2_EvictControl of the %s EK to 0x%08x: %w", alg, uint32(persistent), err)
 		}
 	}
@@ -188,19 +207,19 @@ func (t *TPM) ProvisionEKCertificate(alg EKAlg, issue func(ekPub crypto.PublicKe
 // checkEKCert checks der is exactly one DER certificate of at most
 // MaxEKCert bytes, for pub.
 func checkEKCert(der []byte, pub crypto.PublicKey) error {
-	if len(der) > MaxEKCert {
-		return fmt.Errorf("EK certificate of %d bytes: %w (bound %d)", len(der), ErrTooLarge, MaxEKCert)
+	if len(der) > tpm.MaxEKCert {
+		return fmt.Errorf("EK certificate of %d bytes: %w (bound %d)", len(der), tpm.ErrTooLarge, tpm.MaxEKCert)
 	}
-	trimmed, err := TrimDER(der)
+	trimmed, err := tpm.TrimDER(der)
 	if err != nil {
 		return fmt.Errorf("EK certificate: %w", err)
 	}
 	if len(trimmed) != len(der) {
-		return fmt.Errorf("EK certificate: %w: %d bytes after the DER", ErrBadDER, len(der)-len(trimmed))
+		return fmt.Errorf("EK certificate: %w: %d bytes after the DER", tpm.ErrBadDER, len(der)-len(trimmed))
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("EK certificate: %w: %w", ErrBadDER, err)
+		return fmt.Errorf("EK certificate: %w: %w", tpm.ErrBadDER, err)
 	}
 	if !samePublic(cert.PublicKey, pub) {
 		return errors.New("EK certificate is for another key than the EK")
@@ -215,9 +234,9 @@ func samePublic(a, b crypto.PublicKey) bool {
 
 // nvBufferMax returns TPM_PT_NV_BUFFER_MAX, the most bytes one
 // TPM2_NV_Write takes, or 512 if the TPM does not say.
-func (t *TPM) nvBufferMax() int {
+func nvBufferMax(ch io.ReadWriter) int {
 	const fallback = 512
-	vals, _, err := legacy.GetCapability(t.ch, legacy.CapabilityTPMProperties, 1, uint32(legacy.NVMaxBufferSize))
+	vals, _, err := legacy.GetCapability(ch, legacy.CapabilityTPMProperties, 1, uint32(legacy.NVMaxBufferSize))
 	if err != nil || len(vals) == 0 {
 		return fallback
 	}
