@@ -9,14 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/hashicorp/hcl"
-	"github.com/hashicorp/hcl/hcl/ast"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/tpmid/tpmid/ca/issuer"
 	"github.com/tpmid/tpmid/ca/serve"
-	"github.com/tpmid/tpmid/pkg/common/boundedfile"
 	"github.com/tpmid/tpmid/pkg/server/nodes"
 )
 
@@ -109,16 +106,12 @@ finish (--shutdown-grace). See docs/ca.md.`,
 					return fmt.Errorf("--enrollment: %w", err)
 				}
 			}
-			if sf.config != "" {
-				es, err := readEKSettings(sf.config)
-				if err != nil {
-					return err
-				}
+			if fileCfg != nil {
 				for _, v := range []struct {
 					flag string
 					dst  *string
 					val  string
-				}{{"ek-policy", &ekPolicy, es.Policy}, {"ek-ca-bundle", &ekBundle, es.Bundle}, {"ek-hash-allowlist", &ekAllowlist, es.Allowlist}} {
+				}{{"ek-policy", &ekPolicy, fileCfg.EKPolicy}, {"ek-ca-bundle", &ekBundle, fileCfg.EKCABundle}, {"ek-hash-allowlist", &ekAllowlist, fileCfg.EKHashAllowlist}} {
 					if !cmd.Flags().Changed(v.flag) && v.val != "" {
 						*v.dst = v.val
 					}
@@ -211,49 +204,4 @@ finish (--shutdown-grace). See docs/ca.md.`,
 	f.DurationVar(&grace, "shutdown-grace", serve.DefaultShutdownGrace, "on SIGINT/SIGTERM, how long requests in flight may take to finish")
 	f.BoolVar(&insecure, "insecure", false, "FOR TESTS ONLY: serve plain HTTP (the secret and the certificates travel in clear)")
 	return cmd
-}
-
-// ekSettings are the EK settings of the server plugin's plugin_data.
-type ekSettings struct {
-	Policy    string `hcl:"ek_policy"`
-	Bundle    string `hcl:"ek_ca_bundle"`
-	Allowlist string `hcl:"ek_hash_allowlist"`
-}
-
-// readEKSettings reads ek_policy, ek_ca_bundle and ek_hash_allowlist from
-// a --config file, found as readConfigFile finds the plugin_data (which
-// has already checked the file's shape).
-func readEKSettings(path string) (*ekSettings, error) {
-	b, err := boundedfile.Read(path, maxConfigSize)
-	if err != nil {
-		return nil, err
-	}
-	f, err := hcl.ParseBytes(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not HCL: %w", path, err)
-	}
-	root, ok := f.Node.(*ast.ObjectList)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an HCL body", path)
-	}
-	var data ast.Node = root
-	if len(root.Filter("plugins").Items) > 0 || len(root.Filter("server").Items) > 0 {
-		var found []*ast.ObjectList
-		for _, plugins := range blocks(root, "plugins") {
-			found = append(found, blocks(plugins, "NodeAttestor", pluginName)...)
-		}
-		if len(found) != 1 {
-			return nil, fmt.Errorf("%s: want one NodeAttestor %q block, found %d", path, pluginName, len(found))
-		}
-		if data, err = pluginDataOf(path, found[0]); err != nil {
-			return nil, err
-		}
-	}
-	var s ekSettings
-	if data != nil {
-		if err := hcl.DecodeObject(&s, data); err != nil {
-			return nil, fmt.Errorf("%s: plugin_data: %w", path, err)
-		}
-	}
-	return &s, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -60,6 +59,9 @@ type fileConfig struct {
 	// TrustDomain is server { trust_domain } of a whole spire-server
 	// config; "" for a plugin_data file.
 	TrustDomain string
+	// EK settings, as written ("" when absent): tpmid ca serve applies
+	// the same EK policy as the plugin.
+	EKPolicy, EKCABundle, EKHashAllowlist string
 }
 
 // resolve returns the DSN to open and the --config file's settings (nil
@@ -88,46 +90,26 @@ func (s *storeFlags) open(ctx context.Context, create bool) (store.Store, *fileC
 	if err != nil {
 		return nil, nil, err
 	}
-	if path, ok := sqlitePath(dsn); ok && !create {
+	if path, ok := store.SQLitePath(dsn); ok && !create {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, fmt.Errorf("no tpmid store at %s (the server plugin creates it when it starts; select another with --store or --config)", path)
 		}
 	}
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening store %s: %w", redactDSN(dsn), err)
+		return nil, nil, fmt.Errorf("opening store %s: %w", store.RedactDSN(dsn), err)
 	}
 	return st, cfg, nil
-}
-
-// sqlitePath is store.Open's rule: anything but postgres:// is a SQLite
-// path, optionally prefixed sqlite://.
-func sqlitePath(dsn string) (string, bool) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return "", false
-	}
-	return strings.TrimPrefix(dsn, "sqlite://"), true
-}
-
-// redactDSN hides a password in a postgres:// DSN.
-func redactDSN(dsn string) string {
-	if _, ok := sqlitePath(dsn); ok {
-		return dsn
-	}
-	if u, err := url.Parse(dsn); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return dsn
 }
 
 // pluginData is the part of the server plugin's plugin_data this tool
 // reads; every other key is ignored (the plugin itself checks them).
 type pluginData struct {
-	Store      *string `hcl:"store"`
-	Enrollment string  `hcl:"enrollment"`
+	Store           *string `hcl:"store"`
+	Enrollment      string  `hcl:"enrollment"`
+	EKPolicy        string  `hcl:"ek_policy"`
+	EKCABundle      string  `hcl:"ek_ca_bundle"`
+	EKHashAllowlist string  `hcl:"ek_hash_allowlist"`
 }
 
 // readConfigFile reads a --config file: a spire-server config when it has a
@@ -189,6 +171,7 @@ func readConfigFile(path string) (*fileConfig, error) {
 	if c.Enrollment, err = nodes.ParseEnrollment(pd.Enrollment); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	c.EKPolicy, c.EKCABundle, c.EKHashAllowlist = pd.EKPolicy, pd.EKCABundle, pd.EKHashAllowlist
 	return c, nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/tpmid/tpmid/pkg/server/store"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -125,7 +126,7 @@ plugins {
 	if dsn, _, _ := (&storeFlags{}).resolve(); dsn != defaultStoreDSN {
 		t.Errorf("default %q", dsn)
 	}
-	if got := redactDSN("postgres://tpmid:secret@db/tpmid"); strings.Contains(got, "secret") {
+	if got := store.RedactDSN("postgres://tpmid:secret@db/tpmid"); strings.Contains(got, "secret") {
 		t.Errorf("redacted %q", got)
 	}
 }

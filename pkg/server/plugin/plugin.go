@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -70,7 +69,7 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	if st == nil || p.storeDSN != cfg.storeDSN {
 		opened = true
 		if st, err = store.Open(ctx, cfg.storeDSN); err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "tpmid store %s: %v (set store in plugin_data to a writable SQLite path or a postgres:// DSN)", redactDSN(cfg.storeDSN), err)
+			return nil, status.Errorf(codes.FailedPrecondition, "tpmid store %s: %v (set store in plugin_data to a writable SQLite path or a postgres:// DSN)", store.RedactDSN(cfg.storeDSN), err)
 		}
 		old = p.store
 	}
@@ -116,17 +115,6 @@ func (p *Plugin) Close() error {
 	}
 	p.store, p.cfg, p.ca = nil, nil, nil
 	return err
-}
-
-// redactDSN hides a password in a postgres:// DSN for messages.
-func redactDSN(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return dsn
 }
 
 // Validate reports every configuration error at once, without installing.

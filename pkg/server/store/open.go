@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -11,11 +12,34 @@ import (
 // path of a SQLite file, optionally prefixed "sqlite://" (see OpenSQLite).
 // The schema is migrated to this binary's version before Open returns.
 func Open(ctx context.Context, dsn string) (Store, error) {
-	switch {
-	case dsn == "":
+	if dsn == "" {
 		return nil, fmt.Errorf("store: %w: empty DSN", ErrInvalid)
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return OpenPostgres(ctx, dsn)
 	}
-	return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite://"))
+	if path, ok := SQLitePath(dsn); ok {
+		return OpenSQLite(ctx, path)
+	}
+	return OpenPostgres(ctx, dsn)
+}
+
+// SQLitePath is Open's rule: anything but a postgres:// or postgresql://
+// DSN is the path of a SQLite file, optionally prefixed sqlite://.
+func SQLitePath(dsn string) (string, bool) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return "", false
+	}
+	return strings.TrimPrefix(dsn, "sqlite://"), true
+}
+
+// RedactDSN hides the password of a PostgreSQL DSN, for messages and logs.
+func RedactDSN(dsn string) string {
+	if _, ok := SQLitePath(dsn); ok {
+		return dsn
+	}
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+	}
+	return dsn
 }

@@ -90,3 +90,23 @@ func TestOpenDSN(t *testing.T) {
 		}
 	}
 }
+
+func TestDSNRules(t *testing.T) {
+	for _, tc := range []struct {
+		dsn, path, redacted string
+		sqlite              bool
+	}{
+		{"/var/lib/tpmid/tpmid.db", "/var/lib/tpmid/tpmid.db", "/var/lib/tpmid/tpmid.db", true},
+		{"sqlite:///tmp/a.db", "/tmp/a.db", "sqlite:///tmp/a.db", true},
+		{"postgres://tpmid:secret@db/tpmid", "", "postgres://tpmid:xxxxx@db/tpmid", false},
+		{"postgresql://tpmid@db/tpmid", "", "postgresql://tpmid@db/tpmid", false},
+	} {
+		path, ok := SQLitePath(tc.dsn)
+		if ok != tc.sqlite || path != tc.path {
+			t.Errorf("SQLitePath(%q) = %q, %v", tc.dsn, path, ok)
+		}
+		if got := RedactDSN(tc.dsn); got != tc.redacted {
+			t.Errorf("RedactDSN(%q) = %q, want %q", tc.dsn, got, tc.redacted)
+		}
+	}
+}
