@@ -178,7 +178,7 @@ func (n *Nodes) host(ctx context.Context, tx store.Tx, f *session.Facts) (*store
 			}
 			return nil, err
 		}
-		return tx.HostByEK(ctx, f.EKHash)
+		return h, nil // CreateHost set its times
 	}
 	return nil, nil
 }

@@ -161,7 +161,7 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 			return p.rejected(fmt.Errorf("sending the challenge: %w", err))
 		}
 		if msg, err = recvEvidence(stream, cfg.evidenceTimeout); err != nil {
-			p.abandoned(ctx, sess, cfg, err)
+			sess.End(ctx, err)
 			return p.rejected(err)
 		}
 	}
@@ -185,17 +185,6 @@ func (p *Plugin) admitted(stream nodeattestorv1.NodeAttestor_AttestServer, resul
 			},
 		},
 	})
-}
-
-// abandoned records, with a node store, an attempt whose agent stopped
-// answering between steps (the session never saw a message to refuse).
-func (p *Plugin) abandoned(ctx context.Context, sess *session.Session, cfg *settings, err error) {
-	if cfg.session.Nodes == nil || sess.Facts().EKHash == "" {
-		return
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	cfg.session.Nodes.Refused(rctx, sess.Facts(), err)
 }
 
 // Reasons the shell reports for what is not a verification failure

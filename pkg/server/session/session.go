@@ -210,17 +210,25 @@ func (s *Session) Next(ctx context.Context, msg []byte) (reply []byte, res *Resu
 		return nil, nil, ErrDone
 	}
 	if err != nil {
-		s.stage = done
-		if s.cfg.Nodes != nil && s.facts.EKHash != "" {
-			// The record of a refusal must not be lost to the agent's
-			// cancelled stream: it has its own short deadline.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			s.cfg.Nodes.Refused(rctx, &s.facts, err)
-			cancel()
-		}
+		s.End(ctx, err)
 		return nil, nil, err
 	}
 	return reply, res, nil
+}
+
+// End ends the session with err: with a node store, the attempt is
+// recorded as refused (once the EK hash is known). Next calls it on its
+// own errors; the shell calls it when the agent stops answering between
+// steps. The record must not be lost to the agent's cancelled stream, so
+// it has its own short deadline.
+func (s *Session) End(ctx context.Context, err error) {
+	s.stage = done
+	if s.cfg.Nodes == nil || s.facts.EKHash == "" {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	s.cfg.Nodes.Refused(rctx, &s.facts, err)
 }
 
 // Facts returns what the session has established so far.
