@@ -7,9 +7,7 @@ package akissuer
 import (
 	"context"
 	"crypto"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -86,17 +84,4 @@ func (i *Issuer) now() time.Time {
 		return i.Now()
 	}
 	return time.Now()
-}
-
-// Chain renders a delivered chain for messages and the demo.
-func Chain(der [][]byte) ([]*x509.Certificate, error) {
-	out := make([]*x509.Certificate, 0, len(der))
-	for k, b := range der {
-		c, err := x509.ParseCertificate(b)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", k, err)
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
