@@ -98,7 +98,7 @@ func (s *Session) begin() ([]byte, error) {
 		return nil, err
 	}
 	params := s.ak.Params()
-	s.hello, err = wire.Encode(wire.Hello{
+	s.hello, err = wire.EncodeHello(&wire.Hello{
 		Version: wire.Version,
 		EK:      wire.EK{Certificate: ekCert, Public: ekPub},
 		AK: wire.AK{
@@ -197,7 +197,7 @@ func (s *Session) Respond(challengeRaw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server challenge: %w", err)
 	}
-	ev := wire.Evidence{Version: wire.Version, PCRs: map[string]map[int][]byte{}}
+	ev := &wire.Evidence{Version: wire.Version, PCRs: map[string]map[int][]byte{}}
 	if ch.Credential != nil {
 		if err := s.needEK(); err != nil {
 			return nil, err
@@ -228,7 +228,7 @@ func (s *Session) Respond(challengeRaw []byte) ([]byte, error) {
 	case ch.EventLogRequired:
 		return nil, fmt.Errorf("the server requires the event log: %w", err)
 	}
-	return wire.Encode(ev)
+	return wire.EncodeEvidence(ev)
 }
 
 // quote reads the PCRs around TPM2_Quote and retries once when they moved

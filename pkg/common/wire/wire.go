@@ -153,6 +153,14 @@ type Evidence struct {
 // Encode marshals any protocol message.
 func Encode(v any) ([]byte, error) { return json.Marshal(v) }
 
+// EncodeHello encodes a hello; DecodeHello is its inverse.
+func EncodeHello(h *Hello) ([]byte, error) { return Encode(h) }
+
+// EncodeEvidence encodes evidence; DecodeEvidence is its inverse. The
+// encoding is the protocol's business: callers build an Evidence and never
+// marshal it themselves.
+func EncodeEvidence(e *Evidence) ([]byte, error) { return Encode(e) }
+
 func decode(message string, b []byte, max int, v any) error {
 	if max > 0 && len(b) > max {
 		return &sizeError{message: message, size: len(b), limit: max}
