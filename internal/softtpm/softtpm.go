@@ -4,21 +4,16 @@
 // someone who holds a key that a CA in ek_ca_bundle certified for another
 // purpose (a TLS server key, an AK), sends it as the EK, and answers the
 // server's TPM2_MakeCredential challenge without any TPM. Never use it
-// outside tests.
+// outside tests. ActivateCredentialECC does the same for ECC EKs, for the
+// load harness's software attesters (internal/softagent).
 package softtpm
 
 import (
 	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
 	"fmt"
-
-	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpmutil"
 )
 
 // The TCG default RSA EK template (EK Credential Profile, template L-1):
@@ -62,34 +57,11 @@ func ActivateCredential(ek *rsa.PrivateKey, akName, credential, secret []byte) (
 	if err != nil {
 		return nil, err
 	}
-	var integrity tpmutil.U16Bytes
-	n, err := tpmutil.Unpack(idObject, &integrity)
-	if err != nil {
-		return nil, fmt.Errorf("softtpm: TPMS_ID_OBJECT: %w", err)
-	}
-	encIdentity := idObject[n:]
-
 	seed, err := rsa.DecryptOAEP(ekNameAlg.New(), rand.Reader, ek, encSeed, []byte("IDENTITY\x00"))
 	if err != nil {
 		return nil, fmt.Errorf("softtpm: seed: %w", err)
 	}
-	mac := hmac.New(ekNameAlg.New, tpm2.KDFa(ekNameAlg, seed, "INTEGRITY", nil, nil, ekNameAlg.Size()*8))
-	mac.Write(encIdentity)
-	mac.Write(akName)
-	if !hmac.Equal(mac.Sum(nil), integrity) {
-		return nil, ErrIntegrity
-	}
-	block, err := aes.NewCipher(tpm2.KDFa(ekNameAlg, seed, "STORAGE", akName, nil, ekSymBytes*8))
-	if err != nil {
-		return nil, err
-	}
-	cv := make([]byte, len(encIdentity))
-	cipher.NewCFBDecrypter(block, make([]byte, block.BlockSize())).XORKeyStream(cv, encIdentity)
-	var digest tpmutil.U16Bytes
-	if n, err := tpmutil.Unpack(cv, &digest); err != nil || n != len(cv) {
-		return nil, fmt.Errorf("softtpm: decrypted credential is not a TPM2B_DIGEST (%v)", err)
-	}
-	return digest, nil
+	return unwrapCredential(seed, akName, idObject)
 }
 
 // sized strips a 2-byte big-endian size that must cover the rest exactly.
