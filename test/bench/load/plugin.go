@@ -9,9 +9,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/spiffe/spire-plugin-sdk/private"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
-	"github.com/spiffe/spire-plugin-sdk/private"
 	"google.golang.org/grpc"
 )
 
@@ -33,7 +33,9 @@ type hostedPlugin struct {
 
 // grpcOnly is go-plugin's client side of the plugin: it hands back the raw
 // connection, on which the SDK's service clients are made.
-type grpcOnly struct{ goplugin.NetRPCUnsupportedPlugin }
+type grpcOnly struct {
+	goplugin.NetRPCUnsupportedPlugin
+}
 
 func (grpcOnly) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
 	return errors.New("the harness does not serve plugins")
