@@ -94,6 +94,7 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s.r = r
+	s.group = &groupCommit{}
 	return s, nil
 }
 

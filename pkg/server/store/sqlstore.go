@@ -105,6 +105,9 @@ type sqlStore struct {
 	attempts     int // tries of one Update before ErrConflict
 	now          func() time.Time
 	retries      atomic.Int64 // serialisation failures retried (for tests)
+	// group, when set (SQLite), runs concurrent Updates in shared
+	// transactions with one commit (groupcommit.go).
+	group *groupCommit
 }
 
 func newSQLStore(d *dialect, w, r *sql.DB, wOpts, rOpts *sql.TxOptions) *sqlStore {
@@ -126,6 +129,9 @@ func (s *sqlStore) Close() error {
 func (s *sqlStore) Update(ctx context.Context, fn func(Tx) error) error {
 	if fn == nil {
 		return fmt.Errorf("store: Update: %w: nil function", ErrInvalid)
+	}
+	if s.group != nil {
+		return s.updateGrouped(ctx, fn)
 	}
 	var last error
 	for i := 0; i < s.attempts; i++ {
@@ -206,6 +212,9 @@ type sqlTx struct {
 	readOnly bool
 	dead     bool
 	retry    error // first serialisation failure
+	// isolate, in a group transaction, runs statements in place of the
+	// caller's context once they have started (see stmtCtx).
+	isolate context.Context
 	// sets caches each host's groups, profiles and retired names as read or
 	// written in this transaction, so UpdateHost writes only what changed.
 	sets map[string]*hostSets
@@ -231,8 +240,20 @@ func (t *sqlTx) check(op string, write bool) error {
 	return nil
 }
 
+// stmtCtx is the context a statement runs under. In a group transaction a
+// member's context ending mid-statement must not interrupt SQLite's
+// connection (that rolls back every member's work): a context already
+// ended fails the statement before it reaches the driver, and a started
+// statement runs under the batch's own deadline.
+func (t *sqlTx) stmtCtx(ctx context.Context) context.Context {
+	if t.isolate == nil || ctx.Err() != nil {
+		return ctx
+	}
+	return t.isolate
+}
+
 func (t *sqlTx) exec(ctx context.Context, op, q string, args ...any) (sql.Result, error) {
-	r, err := t.tx.ExecContext(ctx, t.d.rebind(q), args...)
+	r, err := t.tx.ExecContext(t.stmtCtx(ctx), t.d.rebind(q), args...)
 	if err != nil {
 		return nil, t.fail(ctx, op, err)
 	}
@@ -240,7 +261,7 @@ func (t *sqlTx) exec(ctx context.Context, op, q string, args ...any) (sql.Result
 }
 
 func (t *sqlTx) query(ctx context.Context, op, q string, args ...any) (*sql.Rows, error) {
-	rows, err := t.tx.QueryContext(ctx, t.d.rebind(q), args...)
+	rows, err := t.tx.QueryContext(t.stmtCtx(ctx), t.d.rebind(q), args...)
 	if err != nil {
 		return nil, t.fail(ctx, op, err)
 	}
@@ -248,7 +269,7 @@ func (t *sqlTx) query(ctx context.Context, op, q string, args ...any) (*sql.Rows
 }
 
 func (t *sqlTx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.d.rebind(q), args...)
+	return t.tx.QueryRowContext(t.stmtCtx(ctx), t.d.rebind(q), args...)
 }
 
 // timeScan scans a time column of either backend (time.Time from pgx,
