@@ -20,7 +20,7 @@ func TestDecodeDelivery(t *testing.T) {
 		{"too many certificates", enc(Delivery{Version: Version, AKCertChain: make([][]byte, maxIntermediates+1)}), ErrMalformed},
 		{"empty certificate", enc(Delivery{Version: Version, AKCertChain: [][]byte{{}}}), ErrMalformed},
 		{"oversize certificate", enc(Delivery{Version: Version, AKCertChain: [][]byte{make([]byte, maxCert+1)}}), ErrMalformed},
-		{"version 2", enc(Delivery{Version: 2, AKCertChain: [][]byte{cert}}), ErrVersion},
+		{"version 3", enc(Delivery{Version: 3, AKCertChain: [][]byte{cert}}), ErrVersion},
 		{"unknown field", []byte(`{"version":1,"ak_cert_chain":["MA=="],"secrets":[]}`), ErrMalformed},
 		{"over the size bound", append([]byte(`{"version":1,"ak_cert_chain":["`), bytes.Repeat([]byte("A"), DefaultMaxChallenge+maxIntermediates*maxCert)...), ErrTooLarge},
 		{"trailing data", append(enc(Delivery{Version: Version, AKCertChain: [][]byte{cert}}), []byte(" {}")...), ErrMalformed},

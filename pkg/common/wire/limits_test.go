@@ -11,7 +11,9 @@ import (
 // TestSizeAndVersionErrors: a refusal names the message, its size and the
 // limit, or the version it carried; errors.Is still finds the sentinels.
 func TestSizeAndVersionErrors(t *testing.T) {
-	ev := mustEncode(t, validEvidence())
+	v1 := validEvidence()
+	v1.Version = Version1 // JSON may be padded with whitespace; the envelope may not
+	ev := mustEncode(t, v1)
 	limit := len(ev) + 10
 	if _, err := DecodeEvidence(append(bytes.Clone(ev), bytes.Repeat([]byte{' '}, 10)...), limit); err != nil {
 		t.Errorf("evidence of exactly the limit, padded with JSON whitespace: %v", err)
@@ -28,9 +30,9 @@ func TestSizeAndVersionErrors(t *testing.T) {
 	}
 
 	e := validEvidence()
-	e.Version = 2
+	e.Version = 3
 	_, err = DecodeEvidence(mustEncode(t, e), DefaultMaxEvidence)
-	if want := "evidence has unsupported protocol version 2 (only version 1 is spoken here)"; !errors.Is(err, ErrVersion) || err.Error() != want {
+	if want := "evidence has unsupported protocol version 3 (versions 1 and 2 are spoken here)"; !errors.Is(err, ErrVersion) || err.Error() != want {
 		t.Errorf("err = %v, want %q wrapping ErrVersion", err, want)
 	}
 }

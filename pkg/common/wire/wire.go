@@ -1,12 +1,16 @@
-// Package wire defines tpmid's node attestation protocol, version 1: the
-// messages the agent and server plugins exchange over SPIRE's attestation
-// stream, their size bounds, and the bindings that tie a session together
-// (quote extraData and the activation proof).
+// Package wire defines tpmid's node attestation protocol, versions 1 and 2:
+// the messages the agent and server plugins exchange over SPIRE's
+// attestation stream, their size bounds, and the bindings that tie a
+// session together (quote extraData and the activation proof).
 //
-// Messages are JSON; []byte fields are base64 (encoding/json's default).
-// Every decoder checks the size bound before parsing, rejects unknown fields
-// and versions, and checks the length of every fixed-size field, so the
-// verifier never works on a message it did not fully understand.
+// Hello, challenge, delivery and acknowledgement are JSON in both versions;
+// []byte fields are base64 (encoding/json's default). Evidence is JSON in
+// version 1 and a binary envelope in version 2 (evidence2.go), which
+// carries the event log as raw bytes. The hello's version selects the
+// protocol of the whole session (docs/protocol.md). Every decoder checks
+// the size bound before parsing, rejects unknown fields and versions, and
+// checks the length of every fixed-size field, so the verifier never works
+// on a message it did not fully understand.
 package wire
 
 import (
@@ -22,8 +26,17 @@ import (
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Protocol versions. Servers speak both (they upgrade first, as SPIRE
+// does); agents send Version.
+const (
+	Version1 = 1
+	Version2 = 2
+	// Version is the version agents speak.
+	Version = Version2
+)
+
+// Supported reports whether v is a protocol version this package speaks.
+func Supported(v int) bool { return v == Version1 || v == Version2 }
 
 // MaxTransported is the largest protocol message that can reach the server
 // plugin at all: 4 MiB (4194304 bytes), gRPC's default receive limit, which
@@ -156,10 +169,16 @@ func Encode(v any) ([]byte, error) { return json.Marshal(v) }
 // EncodeHello encodes a hello; DecodeHello is its inverse.
 func EncodeHello(h *Hello) ([]byte, error) { return Encode(h) }
 
-// EncodeEvidence encodes evidence; DecodeEvidence is its inverse. The
-// encoding is the protocol's business: callers build an Evidence and never
-// marshal it themselves.
-func EncodeEvidence(e *Evidence) ([]byte, error) { return Encode(e) }
+// EncodeEvidence encodes evidence in its version's encoding: JSON for
+// version 1, the binary envelope from version 2 on; DecodeEvidence is its
+// inverse. The encoding is the protocol's business: callers build an
+// Evidence and never marshal it themselves.
+func EncodeEvidence(e *Evidence) ([]byte, error) {
+	if e.Version >= Version2 {
+		return encodeEvidenceBinary(e)
+	}
+	return Encode(e)
+}
 
 func decode(message string, b []byte, max int, v any) error {
 	if max > 0 && len(b) > max {
@@ -177,8 +196,18 @@ func decode(message string, b []byte, max int, v any) error {
 }
 
 func checkVersion(message string, v int) error {
-	if v != Version {
-		return fmt.Errorf("%s has %w %d (only version %d is spoken here)", message, ErrVersion, v, Version)
+	if !Supported(v) {
+		return fmt.Errorf("%s has %w %d (versions %d and %d are spoken here)", message, ErrVersion, v, Version1, Version2)
+	}
+	return nil
+}
+
+// CheckSessionVersion refuses a message whose version is not the session's
+// (the hello's): a session speaks one version from start to end, so that
+// nothing of one encoding is ever read under the other's rules.
+func CheckSessionVersion(message string, got, session int) error {
+	if got != session {
+		return fmt.Errorf("%s has %w %d in a version %d session", message, ErrVersion, got, session)
 	}
 	return nil
 }
@@ -294,35 +323,61 @@ func selectionPCRs(s Selection) ([]int, error) {
 	return s.PCRs, nil
 }
 
-// DecodeEvidence parses and checks evidence of at most max bytes.
+// DecodeEvidence parses and checks evidence of at most max bytes, in
+// either encoding: the version 2 envelope (which IsBinaryEvidence tells) or
+// version 1 JSON. The caller must still check that the version is its
+// session's (CheckSessionVersion). Byte fields of a version 2 evidence
+// alias b, which must not change while the evidence is used.
 func DecodeEvidence(b []byte, max int) (*Evidence, error) {
-	var e Evidence
-	if err := decode("evidence", b, max, &e); err != nil {
+	if max > 0 && len(b) > max {
+		return nil, &sizeError{message: "evidence", size: len(b), limit: max}
+	}
+	var e *Evidence
+	if IsBinaryEvidence(b) {
+		var err error
+		if e, err = decodeEvidenceBinary(b); err != nil {
+			return nil, err
+		}
+	} else {
+		e = new(Evidence)
+		if err := decode("evidence", b, max, e); err != nil {
+			return nil, err
+		}
+		if e.Version != Version1 {
+			if Supported(e.Version) {
+				return nil, fmt.Errorf("JSON evidence has %w %d: only version 1 evidence is JSON", ErrVersion, e.Version)
+			}
+			return nil, checkVersion("evidence", e.Version)
+		}
+	}
+	if err := checkEvidence(e); err != nil {
 		return nil, err
 	}
-	if err := checkVersion("evidence", e.Version); err != nil {
-		return nil, err
-	}
+	return e, nil
+}
+
+// checkEvidence checks the field bounds both encodings share.
+func checkEvidence(e *Evidence) error {
 	if len(e.Quotes) == 0 || len(e.Quotes) > maxQuotes {
-		return nil, malformed("%d quotes, want 1..%d", len(e.Quotes), maxQuotes)
+		return malformed("%d quotes, want 1..%d", len(e.Quotes), maxQuotes)
 	}
 	for i, q := range e.Quotes {
 		if err := errors.Join(
 			checkLen(fmt.Sprintf("quote %d attest", i), q.Attest, 1, maxQuoteAttest),
 			checkLen(fmt.Sprintf("quote %d signature", i), q.Signature, 1, maxQuoteSignature),
 		); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if _, err := e.Values(); err != nil {
-		return nil, err
+		return err
 	}
 	if len(e.ActivationProof) != 0 {
 		if err := checkLen("activation proof", e.ActivationProof, sha256.Size, sha256.Size); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return &e, nil
+	return nil
 }
 
 // Values converts the evidence's PCR values, checking banks, indices and sizes.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,7 +62,8 @@ func TestDecodeHello(t *testing.T) {
 		reason  string
 	}{
 		{name: "valid", mutate: func(*Hello) {}},
-		{name: "unknown version", mutate: func(h *Hello) { h.Version = 2 }, wantErr: ErrVersion},
+		{name: "version 1", mutate: func(h *Hello) { h.Version = Version1 }},
+		{name: "unknown version", mutate: func(h *Hello) { h.Version = 3 }, wantErr: ErrVersion},
 		{name: "version zero", mutate: func(h *Hello) { h.Version = 0 }, wantErr: ErrVersion},
 		{name: "short nonce", mutate: func(h *Hello) { h.Nonce = h.Nonce[:16] }, wantErr: ErrMalformed, reason: "agent nonce is 16 bytes"},
 		{name: "no EK public", mutate: func(h *Hello) { h.EK.Public = nil }, wantErr: ErrMalformed, reason: "EK public key"},
@@ -160,6 +162,10 @@ func validEvidence() Evidence {
 	}
 }
 
+// TestDecodeEvidence runs every case in both encodings: version 1 JSON and
+// the version 2 envelope. Shapes the envelope cannot carry (unknown banks,
+// PCR indices out of range, values of the wrong size) are refused by its
+// encoder already; TestDecodeEvidenceBinary plays them on raw bytes.
 func TestDecodeEvidence(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -175,28 +181,50 @@ func TestDecodeEvidence(t *testing.T) {
 		{name: "unknown bank", mutate: func(e *Evidence) { e.PCRs["md5"] = map[int][]byte{} }, wantErr: ErrMalformed, reason: "unknown PCR bank"},
 		{name: "short proof", mutate: func(e *Evidence) { e.ActivationProof = []byte{1} }, wantErr: ErrMalformed, reason: "activation proof"},
 		{name: "oversized quote", mutate: func(e *Evidence) { e.Quotes[0].Attest = make([]byte, maxQuoteAttest+1) }, wantErr: ErrMalformed, reason: "quote 0 attest"},
+		{name: "empty signature", mutate: func(e *Evidence) { e.Quotes[0].Signature = nil }, wantErr: ErrMalformed, reason: "quote 0 signature"},
+		{name: "nine quotes", mutate: func(e *Evidence) {
+			for range 8 {
+				e.Quotes = append(e.Quotes, e.Quotes[0])
+			}
+		}, wantErr: ErrMalformed, reason: "9 quotes"},
 		{name: "oversized evidence", mutate: func(e *Evidence) { e.EventLog = make([]byte, 4096) }, max: 1024, wantErr: ErrTooLarge},
-		{name: "version", mutate: func(e *Evidence) { e.Version = 2 }, wantErr: ErrVersion},
+		{name: "version", mutate: func(e *Evidence) { e.Version = 3 }, wantErr: ErrVersion},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := validEvidence()
-			tt.mutate(&e)
-			max := tt.max
-			if max == 0 {
-				max = DefaultMaxEvidence
-			}
-			_, err := DecodeEvidence(mustEncode(t, e), max)
-			if tt.wantErr == nil {
-				if err != nil {
-					t.Fatal(err)
+	for _, version := range []int{Version1, Version2} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("v%d/%s", version, tt.name), func(t *testing.T) {
+				e := validEvidence()
+				e.Version = version
+				tt.mutate(&e)
+				max := tt.max
+				if max == 0 {
+					max = DefaultMaxEvidence
 				}
-				return
-			}
-			if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.reason) {
-				t.Fatalf("err = %v, want %v naming %q", err, tt.wantErr, tt.reason)
-			}
-		})
+				raw, err := EncodeEvidence(&e)
+				if err != nil {
+					if version == Version2 && tt.wantErr == ErrMalformed {
+						return // the envelope's encoder refuses this shape itself
+					}
+					t.Fatalf("encode: %v", err)
+				}
+				if e.Version >= Version2 && !IsBinaryEvidence(raw) {
+					t.Fatalf("version %d evidence is not an envelope", e.Version)
+				}
+				got, err := DecodeEvidence(raw, max)
+				if tt.wantErr == nil {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got.Version != version {
+						t.Fatalf("decoded version %d, want %d", got.Version, version)
+					}
+					return
+				}
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.reason) {
+					t.Fatalf("err = %v, want %v naming %q", err, tt.wantErr, tt.reason)
+				}
+			})
+		}
 	}
 }
 

@@ -112,13 +112,13 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK)
 	if err != nil {
 		t.Fatalf("agent respond: %v", err)
 	}
-	var ev wire.Evidence
-	if err := json.Unmarshal(evRaw, &ev); err != nil {
+	ev, err := wire.DecodeEvidence(evRaw, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	requote(t, f, as, &ev, wire.QuoteExtraData(ch.Nonce, hello.Nonce, helloRaw), p.Selections[0].PCRs)
+	requote(t, f, as, ev, wire.QuoteExtraData(ch.Nonce, hello.Nonce, helloRaw), p.Selections[0].PCRs)
 	ev.ActivationProof = wire.ActivationProof(secret, helloRaw, challenge)
-	if evRaw, err = wire.Encode(ev); err != nil {
+	if evRaw, err = wire.EncodeEvidence(ev); err != nil {
 		t.Fatal(err)
 	}
 	res, err := finishSession(ss, evRaw)

@@ -25,6 +25,11 @@ func (s *Session) evidenceStep(ctx context.Context, evidenceRaw []byte) ([]byte,
 	if err != nil {
 		return nil, nil, err
 	}
+	// Version 1 evidence in a version 2 session (or the reverse) is
+	// refused: each session is read under one version's rules only.
+	if err := wire.CheckSessionVersion("evidence", ev.Version, s.hello.Version); err != nil {
+		return nil, nil, err
+	}
 	if !s.fast && !wire.CheckActivationProof(ev.ActivationProof, s.secret, s.helloRaw, s.challenge) {
 		return nil, nil, &verify.Error{Reason: ReasonActivationProof, Err: errors.New("activation proof does not match: the AK is not in the TPM that holds this EK")}
 	}
@@ -60,7 +65,7 @@ func (s *Session) evidenceStep(ctx context.Context, evidenceRaw []byte) ([]byte,
 		res.AKCertChain, res.AKCertError = nil, err
 		return nil, res, nil
 	}
-	reply, err := wire.Encode(wire.Delivery{Version: wire.Version, AKCertChain: res.AKCertChain})
+	reply, err := wire.Encode(wire.Delivery{Version: s.hello.Version, AKCertChain: res.AKCertChain})
 	if err != nil {
 		return nil, nil, err
 	}

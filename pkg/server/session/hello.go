@@ -106,7 +106,7 @@ func (s *Session) sendChallenge(cred *wire.Credential) ([]byte, error) {
 		return nil, fmt.Errorf("server nonce: %w", err)
 	}
 	ch := wire.Challenge{
-		Version:          wire.Version,
+		Version:          s.hello.Version, // the session speaks the hello's version
 		Nonce:            s.serverNonce,
 		Selections:       cfg.Selections,
 		EventLogRequired: cfg.RequireEventLog,

@@ -119,12 +119,14 @@ func run(t *testing.T, f *fixture, p *session.Config, h hooks) (*session.Result,
 		t.Fatalf("agent respond: %v", err)
 	}
 	if h.evidence != nil {
-		var msg wire.Evidence
-		if err := json.Unmarshal(evidence, &msg); err != nil {
+		msg, err := wire.DecodeEvidence(evidence, 0)
+		if err != nil {
 			t.Fatal(err)
 		}
-		h.evidence(t, f, as, &msg)
-		evidence, _ = wire.Encode(msg)
+		h.evidence(t, f, as, msg)
+		if evidence, err = wire.EncodeEvidence(msg); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if h.rawEviden != nil {
 		evidence = h.rawEviden(evidence)
@@ -407,7 +409,7 @@ func TestAttestation(t *testing.T) {
 		{
 			name:   "unknown protocol version",
 			policy: trusted,
-			hooks:  hooks{hello: func(t *testing.T, h *wire.Hello) { h.Version = 2 }},
+			hooks:  hooks{hello: func(t *testing.T, h *wire.Hello) { h.Version = 3 }},
 			code:   "unsupported protocol version",
 		},
 		{
@@ -683,12 +685,12 @@ func TestECCEndorsementKey(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var ev wire.Evidence
-				if err := json.Unmarshal(evRaw, &ev); err != nil {
+				ev, err := wire.DecodeEvidence(evRaw, 0)
+				if err != nil {
 					t.Fatal(err)
 				}
 				ev.ActivationProof = wire.ActivationProof(make([]byte, 32), helloRaw, challenge)
-				if evRaw, err = wire.Encode(ev); err != nil {
+				if evRaw, err = wire.EncodeEvidence(ev); err != nil {
 					t.Fatal(err)
 				}
 				res, err := finishSession(ss, evRaw)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
@@ -74,6 +75,20 @@ func parsePKIX(der []byte) (*AKPublic, error) {
 }
 
 func parseTPMTPublic(b []byte) (*AKPublic, error) {
+	if p, err := parsePublic(b); !errors.Is(err, errSlowPath) {
+		if err != nil {
+			return nil, failf(ReasonAKMalformed, "TPMT_PUBLIC: %v", err)
+		}
+		key := p.key()
+		if k, ok := key.(*rsa.PublicKey); ok && k.N.BitLen() != int(p.KeyBits) {
+			return nil, failf(ReasonAKMalformed, "RSA modulus has %d bits, keyBits says %d", k.N.BitLen(), p.KeyBits)
+		}
+		if err := checkKey(key); err != nil {
+			return nil, err
+		}
+		return &AKPublic{Public: key, TPMTPublic: bytes.Clone(b), Name: p.name(b)}, nil
+	}
+	// Shapes the fast decoder does not cover, decoded by go-tpm.
 	pub, err := unmarshalCanonical[tpm2.TPMTPublic](b)
 	if err != nil {
 		return nil, failf(ReasonAKMalformed, "TPMT_PUBLIC: %v", err)

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/subtle"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/big"
 	"slices"
@@ -136,13 +137,9 @@ func verifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 	if t := binary.BigEndian.Uint16(a[4:]); t != tpmSTAttestQuote {
 		return nil, failf(ReasonQuoteNotQuote, "attestation type 0x%04x, want TPM_ST_ATTEST_QUOTE 0x%04x", t, tpmSTAttestQuote)
 	}
-	att, err := unmarshalCanonical[tpm2.TPMSAttest](a)
+	att, err := parseQuoteAttest(a)
 	if err != nil {
 		return nil, failf(ReasonQuoteMalformed, "TPMS_ATTEST: %v", err)
-	}
-	info, err := att.Attested.Quote()
-	if err != nil {
-		return nil, failf(ReasonQuoteMalformed, "TPMS_QUOTE_INFO: %v", err)
 	}
 
 	sigHash, err := verifySignature(ak, a, q.Signature)
@@ -150,14 +147,14 @@ func verifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 		return nil, err
 	}
 
-	if subtle.ConstantTimeCompare(att.ExtraData.Buffer, extraData) != 1 {
+	if subtle.ConstantTimeCompare(att.ExtraData, extraData) != 1 {
 		// Both are public (a hash of the nonces both sides sent in clear);
 		// the values tell a stale or replayed quote from a wrong nonce.
 		return nil, failf(ReasonQuoteExtraData, "extraData %x (%d bytes) differs from the expected %x (%d bytes): the quote was not made for this challenge's nonces",
-			att.ExtraData.Buffer, len(att.ExtraData.Buffer), extraData, len(extraData))
+			att.ExtraData, len(att.ExtraData), extraData, len(extraData))
 	}
 
-	sel, err := selection(info.PCRSelect, multi)
+	sel, err := selection(att.PCRSelect, multi)
 	if err != nil {
 		return nil, err
 	}
@@ -176,19 +173,19 @@ func verifyQuote(ak crypto.PublicKey, q Quote, extraData []byte, values pcrs.Val
 		}
 	}
 	sigAlg, _ := pcrs.FromCryptoHash(sigHash)
-	if d := info.PCRDigest.Buffer; len(d) != sigHash.Size() || subtle.ConstantTimeCompare(h.Sum(nil), d) != 1 {
+	if d := att.PCRDigest; len(d) != sigHash.Size() || subtle.ConstantTimeCompare(h.Sum(nil), d) != 1 {
 		return nil, failf(ReasonQuoteDigest, "pcrDigest %x is not %s over PCR values %s", d, sigAlg, selectionString(sel))
 	}
 
 	f := &QuoteFacts{
 		Selection:       sel,
 		SignatureHash:   sigAlg,
-		ResetCount:      att.ClockInfo.ResetCount,
-		RestartCount:    att.ClockInfo.RestartCount,
-		Clock:           att.ClockInfo.Clock,
-		Safe:            bool(att.ClockInfo.Safe),
+		ResetCount:      att.ResetCount,
+		RestartCount:    att.RestartCount,
+		Clock:           att.Clock,
+		Safe:            att.Safe,
 		FirmwareVersion: att.FirmwareVersion,
-		QualifiedSigner: bytes.Clone(att.QualifiedSigner.Buffer),
+		QualifiedSigner: bytes.Clone(att.QualifiedSigner),
 	}
 	if sigAlg.Weak() {
 		f.Weak = append(f.Weak, "signature hash "+sigAlg.String())
@@ -294,65 +291,55 @@ func verifySignature(ak crypto.PublicKey, msg, sigBytes []byte) (crypto.Hash, er
 	if len(sigBytes) == 0 {
 		return 0, failf(ReasonQuoteSignature, "empty signature")
 	}
-	sig, err := unmarshalCanonical[tpm2.TPMTSignature](sigBytes)
-	if err != nil {
-		return 0, failf(ReasonQuoteSignature, "TPMT_SIGNATURE: %v", err)
-	}
-	switch sig.SigAlg {
-	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
-		var s *tpm2.TPMSSignatureRSA
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			s, err = sig.Signature.RSASSA()
-		} else {
-			s, err = sig.Signature.RSAPSS()
-		}
+	sig, err := parseSignature(sigBytes)
+	if errors.Is(err, errSlowPath) {
+		// Not RSASSA, RSAPSS or ECDSA: go-tpm says whether it is a
+		// TPMT_SIGNATURE at all, and it is refused either way.
+		other, err := unmarshalCanonical[tpm2.TPMTSignature](sigBytes)
 		if err != nil {
 			return 0, failf(ReasonQuoteSignature, "TPMT_SIGNATURE: %v", err)
 		}
-		h, ok := sigHashes[s.Hash]
-		if !ok {
-			return 0, failf(ReasonQuoteSignature, "unsupported signature hash 0x%04x", uint16(s.Hash))
-		}
+		return 0, failf(ReasonQuoteSignature, "unsupported signature algorithm 0x%04x", uint16(other.SigAlg))
+	}
+	if err != nil {
+		return 0, failf(ReasonQuoteSignature, "TPMT_SIGNATURE: %v", err)
+	}
+	h, ok := sigHashes[sig.Hash]
+	if !ok {
+		return 0, failf(ReasonQuoteSignature, "unsupported signature hash 0x%04x", uint16(sig.Hash))
+	}
+	var digest [64]byte
+	d := h.New()
+	d.Write(msg)
+	sum := d.Sum(digest[:0])
+	switch sig.Alg {
+	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
 		pub, ok := ak.(*rsa.PublicKey)
 		if !ok {
 			return 0, failf(ReasonQuoteSignature, "RSA signature but the AK is %T", ak)
 		}
-		d := h.New()
-		d.Write(msg)
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			err = rsa.VerifyPKCS1v15(pub, h, d.Sum(nil), s.Sig.Buffer)
+		if sig.Alg == tpm2.TPMAlgRSASSA {
+			err = rsa.VerifyPKCS1v15(pub, h, sum, sig.RSA)
 		} else {
 			// TPMs use a salt as long as the hash (TPM 2.0 rev 1.38+) or
 			// the maximum (older ones): accept either.
-			err = rsa.VerifyPSS(pub, h, d.Sum(nil), s.Sig.Buffer, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
+			err = rsa.VerifyPSS(pub, h, sum, sig.RSA, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
 		}
 		if err != nil {
-			return 0, failf(ReasonQuoteSignature, "%s signature does not verify with the AK", sigName(sig.SigAlg))
+			return 0, failf(ReasonQuoteSignature, "%s signature does not verify with the AK", sigName(sig.Alg))
 		}
 		return h, nil
-	case tpm2.TPMAlgECDSA:
-		s, err := sig.Signature.ECDSA()
-		if err != nil {
-			return 0, failf(ReasonQuoteSignature, "TPMT_SIGNATURE: %v", err)
-		}
-		h, ok := sigHashes[s.Hash]
-		if !ok {
-			return 0, failf(ReasonQuoteSignature, "unsupported signature hash 0x%04x", uint16(s.Hash))
-		}
+	default: // ECDSA
 		pub, ok := ak.(*ecdsa.PublicKey)
 		if !ok {
 			return 0, failf(ReasonQuoteSignature, "ECDSA signature but the AK is %T", ak)
 		}
-		d := h.New()
-		d.Write(msg)
-		r := new(big.Int).SetBytes(s.SignatureR.Buffer)
-		ss := new(big.Int).SetBytes(s.SignatureS.Buffer)
-		if !ecdsa.Verify(pub, d.Sum(nil), r, ss) {
+		r := new(big.Int).SetBytes(sig.R)
+		s := new(big.Int).SetBytes(sig.S)
+		if !ecdsa.Verify(pub, sum, r, s) {
 			return 0, failf(ReasonQuoteSignature, "ECDSA signature does not verify with the AK")
 		}
 		return h, nil
-	default:
-		return 0, failf(ReasonQuoteSignature, "unsupported signature algorithm 0x%04x", uint16(sig.SigAlg))
 	}
 }
 
