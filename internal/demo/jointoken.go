@@ -1,0 +1,192 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// SPIRE's own join_token node attestation, beside tpmid's on the same
+// spire-server: the baseline bench-spire measures tpmid against (an agent
+// that proves nothing but a one-time token costs SPIRE's minimum).
+
+// joinTokenAttestor is the server's built-in join_token NodeAttestor block.
+const joinTokenAttestor = `    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+`
+
+// StartServerWithJoinToken is StartServer with SPIRE's join_token
+// NodeAttestor configured beside tpmid's, so that both kinds of agent attest
+// to one server.
+func (e *Env) StartServerWithJoinToken(ctx context.Context, name string, o ServerOptions) (*Server, error) {
+	var s *Server
+	err := e.Step("start spire-server with tpm and join_token (healthy)", func() error {
+		dir := filepath.Join(e.LogDir, name)
+		sockDir := filepath.Join(e.sockDir, name)
+		dataDir := filepath.Join(dir, "data")
+		for _, d := range []string{sockDir, dataDir} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return err
+			}
+		}
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		if o.Store == "" {
+			o.Store = filepath.Join(dir, "tpmid.db")
+		}
+		sock := filepath.Join(sockDir, "server.sock")
+		conf := ServerConfig(dataDir, sock, port, e.Plugins.Server, e.Plugins.ServerSum, o)
+		if !strings.Contains(conf, "\nplugins {\n") {
+			return errors.New("server config has no plugins block to add join_token to")
+		}
+		conf = strings.Replace(conf, "\nplugins {\n", "\nplugins {\n"+joinTokenAttestor, 1)
+		confPath := filepath.Join(dir, "server.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+			return err
+		}
+		bin := filepath.Join(e.SPIREBin, "spire-server")
+		p, err := startProcess("spire-server", filepath.Join(e.LogDir, name+".log"), dir, pluginEnv(sockDir), bin, "run", "-config", confPath)
+		if err != nil {
+			return err
+		}
+		s = &Server{Process: p, Dir: dir, SocketPath: sock, Port: port, bin: bin}
+		if err := s.waitHealthy(ctx, 60*time.Second); err != nil {
+			s.Stop()
+			return err
+		}
+		e.onClose(s.Stop)
+		return nil
+	})
+	return s, err
+}
+
+var tokenRe = regexp.MustCompile(`(?m)^Token:\s*(\S+)`)
+
+// JoinToken makes a one-time join token with `spire-server token generate`.
+func (s *Server) JoinToken(ctx context.Context) (string, error) {
+	out, err := runCmd(ctx, "", s.Dir, s.bin, "token", "generate", "-socketPath", s.SocketPath, "-ttl", "600")
+	if err != nil {
+		return "", err
+	}
+	m := tokenRe.FindStringSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("spire-server token generate printed no token: %s", lastLines(out, 3))
+	}
+	return m[1], nil
+}
+
+// JoinTokenAgentConfig renders a spire-agent config that attests with
+// SPIRE's join_token NodeAttestor; everything else is as AgentConfig's.
+func JoinTokenAgentConfig(dataDir, socketPath, bundlePath string, serverPort int, token, logLevel string) string {
+	if logLevel == "" {
+		logLevel = "DEBUG"
+	}
+	return fmt.Sprintf(`agent {
+    data_dir = %s
+    log_level = %q
+    server_address = "127.0.0.1"
+    server_port = "%d"
+    socket_path = %s
+    trust_bundle_path = %s
+    trust_domain = %q
+    join_token = %q
+}
+
+plugins {
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+    KeyManager "memory" {
+        plugin_data {}
+    }
+    WorkloadAttestor "unix" {
+        plugin_data {}
+    }
+}
+`, hclString(dataDir), logLevel, serverPort, hclString(socketPath), hclString(bundlePath), TrustDomain, token)
+}
+
+// AttestJoinToken makes a join token on srv and runs a fresh spire-agent
+// (its files in LogDir/name) with it; Duration is, as for RunAgent, from the
+// agent's start to "Node attestation was successful" in its log. The agent
+// is left running until Close; stop it earlier with Agent.Stop.
+func (e *Env) AttestJoinToken(ctx context.Context, srv *Server, name, logLevel string, timeout time.Duration) (*Attestation, error) {
+	var a *Attestation
+	err := e.Step("start spire-agent "+name+" (join_token), wait for attestation", func() error {
+		dir := filepath.Join(e.LogDir, name)
+		dataDir := filepath.Join(dir, "data")
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return err
+		}
+		token, err := srv.JoinToken(ctx)
+		if err != nil {
+			return err
+		}
+		bundle, err := srv.Bundle(ctx)
+		if err != nil {
+			return err
+		}
+		bundlePath := filepath.Join(dir, "bundle.pem")
+		if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
+			return err
+		}
+		conf := filepath.Join(dir, "agent.conf")
+		sock := filepath.Join(e.sockDir, filepath.Base(dir)+".sock")
+		if err := os.WriteFile(conf, []byte(JoinTokenAgentConfig(dataDir, sock, bundlePath, srv.Port, token, logLevel)), 0o644); err != nil {
+			return err
+		}
+		if timeout == 0 {
+			timeout = 60 * time.Second
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		p, err := startProcess("spire-agent", filepath.Join(e.LogDir, name+".log"), dir, pluginEnv(e.sockDir), filepath.Join(e.SPIREBin, "spire-agent"), "run", "-config", conf)
+		if err != nil {
+			return err
+		}
+		e.onClose(p.Stop)
+		found, err := waitForLog(wctx, p.LogPath, p.Done(), agentAttestedLine, agentRetryLine)
+		d := time.Since(p.Started)
+		if err == nil && found == agentRetryLine {
+			err = errors.New(agentRetryLine)
+		}
+		if err != nil {
+			p.Stop()
+			return fmt.Errorf("spire-agent (join_token) did not attest (%v): %s", err, lastLines(p.Log(), 8))
+		}
+		a = &Attestation{Agent: p, Duration: d}
+		return a.fillFromServer(ctx, srv)
+	})
+	return a, err
+}
+
+// AttestAs is Attest with the agent's files in LogDir/name, so that each
+// call on one node runs a new agent (a fresh data directory: no SVID or AK
+// kept from an earlier run) rather than restarting the last one.
+func (e *Env) AttestAs(ctx context.Context, srv *Server, node *Node, name string, o AgentOptions) (*Attestation, error) {
+	if o.TPMDevice == "" {
+		o.TPMDevice = node.Device
+	}
+	if o.EventLogPath == "" {
+		o.EventLogPath = node.EventLogPath
+	}
+	var a *Attestation
+	err := e.Step("start spire-agent "+name+" on "+node.Name+", wait for attestation", func() error {
+		var err error
+		a, err = RunAgent(ctx, e.SPIREBin, filepath.Join(e.LogDir, name), e.sockDir, filepath.Join(e.LogDir, name+".log"), srv, e.Plugins, o)
+		if err != nil {
+			return err
+		}
+		e.onClose(a.Agent.Stop)
+		return nil
+	})
+	return a, err
+}

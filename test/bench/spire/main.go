@@ -1,0 +1,148 @@
+// Command spire measures spire-agent start to attested with tpmid (a swtpm
+// TPM, real spire-server and spire-agent v1.13.3 with tpmid's plugins)
+// against SPIRE's own join_token, on one spire-server that has both
+// NodeAttestors, interleaved (tpmid, join_token, tpmid, ...), and prints
+// every run, both medians and their ratio.
+//
+// Every run is a new spire-agent (a fresh data directory: no SVID kept, and
+// for tpmid no AK kept, so the agent plugin creates its AK and the server
+// does the full attestation: EK certificate, TPM2_MakeCredential, quote,
+// event log). The time is from starting the spire-agent process to
+// "Node attestation was successful" in its log (internal/demo polls the log
+// every 10 ms, for both kinds alike). One run of each, not counted, warms
+// the caches first.
+//
+//	make bench-spire
+//	CGO_ENABLED=1 go run -tags tpmsimulator ./test/bench/spire -n 10
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/tpmid/tpmid/internal/demo"
+)
+
+// goalRatio: tpmid's median within this factor of join_token's (issue 11).
+const goalRatio = 1.3
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	n := flag.Int("n", 10, "attestations of each kind")
+	logs := flag.String("logs", "", "folder for every config and log (default: a temporary folder, removed unless the run fails)")
+	level := flag.String("log-level", "INFO", "spire-server and spire-agent log level, the same for both kinds")
+	ak := flag.String("ak", "", "tpmid ak_algorithm (ecdsa or rsa; default the plugin's)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	logDir, keep := *logs, *logs != ""
+	if logDir == "" {
+		d, err := os.MkdirTemp("", "tpmid-bench-spire-")
+		if err != nil {
+			return fail(err)
+		}
+		logDir = d
+	}
+	ok := false
+	defer func() {
+		if !keep && ok {
+			os.RemoveAll(logDir)
+		} else {
+			fmt.Printf("logs: %s\n", logDir)
+		}
+	}()
+
+	env, err := demo.New(ctx, demo.Config{LogDir: logDir, BuildSPIRE: true})
+	if err != nil {
+		return fail(err)
+	}
+	defer env.Close()
+	node, err := env.NewNode(ctx, "node", demo.NodeOptions{Boot: demo.BootOptions{SecureBoot: true}})
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := env.StartServerWithJoinToken(ctx, "server", demo.ServerOptions{
+		EKCABundle: node.CABundle, LogLevel: *level, Store: filepath.Join(logDir, "tpmid.db"),
+	})
+	if err != nil {
+		return fail(err)
+	}
+
+	runs := 0
+	tpmid := func() (time.Duration, error) {
+		runs++
+		a, err := env.AttestAs(ctx, srv, node, fmt.Sprintf("tpmid-agent-%d", runs), demo.AgentOptions{LogLevel: *level, AKAlgorithm: *ak})
+		if err != nil {
+			return 0, err
+		}
+		a.Agent.Stop()
+		return a.Duration, nil
+	}
+	joinToken := func() (time.Duration, error) {
+		runs++
+		a, err := env.AttestJoinToken(ctx, srv, fmt.Sprintf("join-token-agent-%d", runs), *level, 0)
+		if err != nil {
+			return 0, err
+		}
+		a.Agent.Stop()
+		return a.Duration, nil
+	}
+
+	fmt.Printf("tpmid bench-spire: spire-server + spire-agent %s on one machine, swtpm, %d of each, interleaved\n", demo.SPIREVersion, *n)
+	if _, err := tpmid(); err != nil {
+		return fail(fmt.Errorf("warm-up (tpmid): %w", err))
+	}
+	if _, err := joinToken(); err != nil {
+		return fail(fmt.Errorf("warm-up (join_token): %w", err))
+	}
+	var tt, jt []time.Duration
+	for i := range *n {
+		d, err := tpmid()
+		if err != nil {
+			return fail(fmt.Errorf("run %d (tpmid): %w", i+1, err))
+		}
+		tt = append(tt, d)
+		j, err := joinToken()
+		if err != nil {
+			return fail(fmt.Errorf("run %d (join_token): %w", i+1, err))
+		}
+		jt = append(jt, j)
+		fmt.Printf("  run %2d: tpmid %7.1f ms   join_token %7.1f ms\n", i+1, msf(d), msf(j))
+	}
+	mt, mj := median(tt), median(jt)
+	ratio := float64(mt) / float64(mj)
+	fmt.Printf("median: tpmid %.1f ms, join_token %.1f ms, ratio %.2f\n", msf(mt), msf(mj), ratio)
+	verdict := "met"
+	if ratio > goalRatio {
+		verdict = "NOT met"
+	}
+	fmt.Printf("goal: tpmid within %.1fx of join_token (median of %d, interleaved): %s\n", goalRatio, *n, verdict)
+	ok = true
+	return 0
+}
+
+func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "bench-spire:", err)
+	return 1
+}
