@@ -149,11 +149,16 @@ type Facts struct {
 	// EKQuirk names the vendor deviation from the TCG EK profile the EK
 	// certificate needed (verify.QuirkGCEEKNoSAN: no SAN, so no
 	// manufacturer, model or version), "" when none.
-	EKQuirk    string
-	SecureBoot string   // "enabled", "disabled" or "" when unknown
-	Host       string   // the enrolled or bound hostname, "" when none
-	Groups     []string // the host's groups
-	Profile    string   // the reference profile that allowed the boot
+	EKQuirk string
+	// EKChainQuirks names the ek_chain_quirks the EK certificate's chain
+	// needed (verify.ChainQuirk: "sha1-intermediates",
+	// "expired-intermediates"), none when it validated as it is. Each is
+	// a selector, so a registration can refuse such machines.
+	EKChainQuirks []string
+	SecureBoot    string   // "enabled", "disabled" or "" when unknown
+	Host          string   // the enrolled or bound hostname, "" when none
+	Groups        []string // the host's groups
+	Profile       string   // the reference profile that allowed the boot
 	// PCRs maps "<bank>:<index>" to the quoted hex value.
 	PCRs map[string]string
 }
@@ -176,6 +181,9 @@ func Selectors(f Facts, withPCRs bool) []string {
 	add("version", f.Version)
 	add("ek_issuer", f.EKIssuer)
 	add("ek_quirk", f.EKQuirk)
+	for _, q := range f.EKChainQuirks {
+		add("ek_chain_quirk", q)
+	}
 	add("secureboot", f.SecureBoot)
 	add("host", f.Host)
 	for _, g := range f.Groups {

@@ -74,6 +74,13 @@ func TestSelectors(t *testing.T) {
 	if want := "pub_hash:bb ek_hash:bb ek_issuer:EK/AK CA Intermediate ek_quirk:gce-ek-no-san"; got != want {
 		t.Errorf("selectors = %q, want %q", got, want)
 	}
+	// A chain through defective bundle intermediates: one selector per
+	// ek_chain_quirks value it needed.
+	ifx := Facts{EKHash: "cc", EKIssuer: "IFX TPM EK Intermediate CA 01", EKChainQuirks: []string{"sha1-intermediates", "expired-intermediates"}}
+	got = strings.Join(Selectors(ifx, false), " ")
+	if want := "pub_hash:cc ek_hash:cc ek_issuer:IFX TPM EK Intermediate CA 01 ek_chain_quirk:sha1-intermediates ek_chain_quirk:expired-intermediates"; got != want {
+		t.Errorf("selectors = %q, want %q", got, want)
+	}
 }
 
 func FuzzParseAllowlist(f *testing.F) {

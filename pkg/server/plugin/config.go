@@ -15,6 +15,7 @@ import (
 	"github.com/tpmid/tpmid/pkg/server/nodes"
 	"github.com/tpmid/tpmid/pkg/server/session"
 	"github.com/tpmid/tpmid/pkg/server/trustfiles"
+	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
 // Config is the server plugin's plugin_data.
@@ -26,6 +27,10 @@ type Config struct {
 	EKHashAllowlist string `hcl:"ek_hash_allowlist"`
 	// EKPolicy is cert (default), allowlist, cert_or_allowlist or cert_and_allowlist.
 	EKPolicy string `hcl:"ek_policy"`
+	// EKChainQuirks names the defects of vendor intermediates from
+	// ek_ca_bundle to accept (verify.ChainQuirk: "sha1-intermediates",
+	// "expired-intermediates"); none by default.
+	EKChainQuirks []string `hcl:"ek_chain_quirks"`
 	// PCRBanks to quote; default ["sha256"].
 	PCRBanks []string `hcl:"pcr_banks"`
 	// PCRs to quote in every bank; default 0-7.
@@ -253,14 +258,25 @@ func loadEKFiles(ek *session.EKPolicy, c Config) []error {
 	if c.CAPath != "" {
 		bundleKey = "ca_path"
 	}
+	quirks, qerr := verify.ParseChainQuirks(c.EKChainQuirks)
+	if qerr != nil {
+		errs = append(errs, qerr)
+	}
 	if ek.Policy.NeedsTrust() {
 		if c.EKCABundle == "" {
 			errs = append(errs, fmt.Errorf("ek_policy %q needs ek_ca_bundle", ek.Policy))
 		} else if ek.Trust, err = trustfiles.LoadEKTrust(c.EKCABundle); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", bundleKey, err))
+		} else {
+			ek.Trust.ChainQuirks = quirks
 		}
-	} else if c.EKCABundle != "" {
-		errs = append(errs, fmt.Errorf("%s is set but ek_policy %q does not use it", bundleKey, ek.Policy))
+	} else {
+		if c.EKCABundle != "" {
+			errs = append(errs, fmt.Errorf("%s is set but ek_policy %q does not use it", bundleKey, ek.Policy))
+		}
+		if len(c.EKChainQuirks) > 0 {
+			errs = append(errs, fmt.Errorf("ek_chain_quirks is set but ek_policy %q checks no EK certificate chain", ek.Policy))
+		}
 	}
 	allowKey, allowPath := "ek_hash_allowlist", c.EKHashAllowlist
 	if c.HashPath != "" && c.EKHashAllowlist == "" {

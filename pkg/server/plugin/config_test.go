@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
+	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
 func writeBundle(t *testing.T) string {
@@ -102,6 +104,19 @@ ek_hash_allowlist = "` + badAllow + `"`, errs: []string{"line 1"}},
 ek_hash_allowlist = "` + allow + `"
 ek_ca_bundle = "` + bundle + `"`, errs: []string{"does not use it"}},
 		{name: "not HCL", hcl: `ek_policy = [`, errs: []string{"not valid HCL"}},
+		{name: "unknown chain quirk", hcl: `ek_ca_bundle = "` + bundle + `"
+ek_chain_quirks = ["sha1-intermediates", "self-signed-leaves"]`, errs: []string{"ek_chain_quirks", `"self-signed-leaves"`, `valid values are "sha1-intermediates", "expired-intermediates"`}},
+		{name: "chain quirk twice", hcl: `ek_ca_bundle = "` + bundle + `"
+ek_chain_quirks = ["expired-intermediates", "expired-intermediates"]`, errs: []string{`ek_chain_quirks: "expired-intermediates" is listed twice`}},
+		{name: "chain quirks not a list", hcl: `ek_ca_bundle = "` + bundle + `"
+ek_chain_quirks = { sha1 = true }`, errs: []string{"ek_chain_quirks (line 2): want a list of strings"}},
+		{name: "chain quirks a string", hcl: `ek_ca_bundle = "` + bundle + `"
+ek_chain_quirks = "sha1-intermediates"`, errs: []string{"ek_chain_quirks (line 2): want a list of strings"}},
+		{name: "chain quirks a number", hcl: `ek_ca_bundle = "` + bundle + `"
+ek_chain_quirks = 1`, errs: []string{"ek_chain_quirks (line 2): want a list of strings"}},
+		{name: "chain quirks without a chain", hcl: `ek_policy = "allowlist"
+ek_hash_allowlist = "` + allow + `"
+ek_chain_quirks = ["sha1-intermediates"]`, errs: []string{`ek_chain_quirks is set but ek_policy "allowlist" checks no EK certificate chain`}},
 		{name: "bad trust domain", td: "Not A Domain!", hcl: `ek_ca_bundle = "` + bundle + `"`, errs: []string{"trust_domain"}},
 	}
 	for _, tt := range tests {
@@ -136,5 +151,29 @@ ek_ca_bundle = "` + bundle + `"`, errs: []string{"does not use it"}},
 				t.Fatalf("Validate = %+v, %v", resp, verr)
 			}
 		})
+	}
+}
+
+// TestChainQuirksConfig: ek_chain_quirks reaches the EK trust, none by
+// default, in canonical order whatever order plugin_data gives.
+func TestChainQuirksConfig(t *testing.T) {
+	bundle := writeBundle(t)
+	for _, c := range []struct {
+		hcl  string
+		want []verify.ChainQuirk
+	}{
+		{``, nil},
+		{`ek_chain_quirks = []`, nil},
+		{`ek_chain_quirks = ["sha1-intermediates"]`, []verify.ChainQuirk{verify.ChainQuirkSHA1Intermediates}},
+		{`ek_chain_quirks = ["expired-intermediates"]`, []verify.ChainQuirk{verify.ChainQuirkExpiredIntermediates}},
+		{`ek_chain_quirks = ["expired-intermediates", "sha1-intermediates"]`, []verify.ChainQuirk{verify.ChainQuirkSHA1Intermediates, verify.ChainQuirkExpiredIntermediates}},
+	} {
+		s, err := buildConfig("example.org", `ek_ca_bundle = "`+bundle+`"`+"\n"+c.hcl)
+		if err != nil {
+			t.Fatalf("%s: %v", c.hcl, err)
+		}
+		if !slices.Equal(s.ek.Trust.ChainQuirks, c.want) {
+			t.Errorf("%s: quirks %v, want %v", c.hcl, s.ek.Trust.ChainQuirks, c.want)
+		}
 	}
 }

@@ -171,6 +171,11 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 func (p *Plugin) admitted(stream nodeattestorv1.NodeAttestor_AttestServer, result *session.Result) error {
 	p.log.Info("Agent attested", "agent_id", result.AgentID.String(), "ek_hash", result.Facts.EKHash,
 		"fast_path", result.FastPath, "ak_certificate_delivered", result.AKCertChain != nil)
+	if f := result.Facts; f != nil && f.EK != nil && len(f.EK.ChainQuirks) > 0 {
+		// Admitted only because the operator accepts these defects of a
+		// vendor intermediate (ek_chain_quirks); the selectors say so too.
+		p.log.Info("EK certificate chain needed ek_chain_quirks", "agent_id", result.AgentID.String(), "ek_chain_quirks", f.EK.ChainQuirks, "ek_issuer", f.EK.Issuer)
+	}
 	if result.AKCertError != nil {
 		p.log.Warn("No AK certificate issued", "agent_id", result.AgentID.String(), "error", result.AKCertError.Error())
 	}

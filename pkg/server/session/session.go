@@ -240,6 +240,9 @@ func selectorFacts(f *Facts, a *Admission) appraise.Facts {
 	sf := appraise.Facts{EKHash: f.EKHash, PCRs: map[string]string{}}
 	if f.EK != nil {
 		sf.Manufacturer, sf.Model, sf.Version, sf.EKIssuer, sf.EKQuirk = f.EK.Manufacturer, f.EK.Model, f.EK.Version, f.EK.Issuer, f.EK.Quirk
+		for _, q := range f.EK.ChainQuirks {
+			sf.EKChainQuirks = append(sf.EKChainQuirks, string(q))
+		}
 	}
 	if f.SecureBoot != nil && f.SecureBoot.Mode != eventlog.SecureBootUnknown {
 		sf.SecureBoot = f.SecureBoot.Mode.String()

@@ -155,6 +155,13 @@ func EKAttributes(cert *x509.Certificate) (manufacturer, model, version string, 
 // the intermediates that may complete chains.
 type EKTrust struct {
 	Roots, Intermediates *x509.CertPool
+	// ChainQuirks are the defects of bundle intermediates to accept (the
+	// server's ek_chain_quirks); none by default.
+	ChainQuirks []ChainQuirk
+	// roots and inters are the certificates NewEKTrust sorted, the only
+	// ones a chain quirk may excuse: an EKTrust made without NewEKTrust
+	// has none, so no quirk applies to it.
+	roots, inters []*x509.Certificate
 }
 
 // NewEKTrust sorts certificates into trust anchors (self-signed
@@ -164,12 +171,19 @@ type EKTrust struct {
 func NewEKTrust(certs []*x509.Certificate, source string) (*EKTrust, error) {
 	t := &EKTrust{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
 	nRoots := 0
+	seen := map[string]bool{}
 	for _, c := range certs {
+		if seen[string(c.Raw)] {
+			continue // vendor sets repeat certificates under other names
+		}
+		seen[string(c.Raw)] = true
 		if selfSigned(c) {
 			t.Roots.AddCert(c)
+			t.roots = append(t.roots, c)
 			nRoots++
 		} else {
 			t.Intermediates.AddCert(c)
+			t.inters = append(t.inters, c)
 		}
 	}
 	if nRoots == 0 {
@@ -199,7 +213,11 @@ type EKFacts struct {
 	// needed (QuirkGCEEKNoSAN: no SAN, so no manufacturer/model/version);
 	// "" when it meets the profile as written.
 	Quirk string
-	Chain []*x509.Certificate
+	// ChainQuirks names the ek_chain_quirks this certificate's chain needed
+	// (a SHA-1-signed or expired intermediate from the EK CA bundle); nil
+	// when crypto/x509 validated the chain as it is.
+	ChainQuirks []ChainQuirk
+	Chain       []*x509.Certificate
 }
 
 // VerifyEKCert validates cert up to a root of trust at time now, and then
@@ -223,6 +241,12 @@ type EKFacts struct {
 //     non-EK certificate from a trusted CA is the attack the profile stops,
 //     which callers refuse outright. A certificate without SAN passes only
 //     through QuirkGCEEKNoSAN, named in EKFacts.Quirk.
+//   - A chain crypto/x509 refuses only because an intermediate from the
+//     bundle is SHA-1-signed or expired passes when trust.ChainQuirks
+//     names that quirk (named in EKFacts.ChainQuirks); without it the
+//     refusal (ek_untrusted, ek_expired) names the intermediate and the
+//     ek_chain_quirks value that would accept it. The EK certificate, the
+//     root and intermediates the agent sent are never excused.
 func VerifyEKCert(cert *x509.Certificate, extraIntermediates []*x509.Certificate, trust *EKTrust, now time.Time) (*EKFacts, error) {
 	f, err := verifyEKChain(cert, extraIntermediates, trust, now)
 	if err != nil {
@@ -284,17 +308,36 @@ func verifyEKChain(cert *x509.Certificate, extraIntermediates []*x509.Certificat
 	})
 	if err != nil {
 		var inv x509.CertificateInvalidError
-		if errors.As(err, &inv) && inv.Reason == x509.Expired {
+		expired := errors.As(err, &inv) && inv.Reason == x509.Expired
+		if expired && inv.Cert != nil && inv.Cert.Equal(cert) {
 			return nil, &Error{Reason: ReasonEKExpired, Err: err}
+		}
+		// No chain as crypto/x509 sees it: one through a SHA-1-signed or
+		// expired intermediate of the bundle is admitted if the operator
+		// named that quirk, and named in the refusal if not.
+		if p := findQuirkChain(&leaf, extraIntermediates, trust, now); p != nil {
+			if !p.admitted(trust.ChainQuirks) {
+				return nil, p.refusal(trust.ChainQuirks)
+			}
+			f.Chain = p.chain
+			f.Chain[0] = cert
+			f.ChainQuirks = p.needed()
+			return f, nil
+		}
+		hint := quirkHint(cert, extraIntermediates, now)
+		if expired {
+			// crypto/x509 names an expired intermediate when it was the
+			// only way up.
+			return nil, &Error{Reason: ReasonEKExpired, Err: fmt.Errorf("%w%s", err, hint)}
 		}
 		// An expired intermediate surfaces as UnknownAuthorityError. To name
 		// the reason, check whether the chain validates at a time when the
 		// leaf was valid; if so, only validity periods are at fault.
 		opts := x509.VerifyOptions{Roots: trust.Roots, Intermediates: inter, CurrentTime: leaf.NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
 		if _, err2 := leaf.Verify(opts); err2 == nil {
-			return nil, &Error{Reason: ReasonEKExpired, Err: fmt.Errorf("a chain certificate is outside its validity at %s: %w", now.UTC().Format(time.RFC3339), err)}
+			return nil, &Error{Reason: ReasonEKExpired, Err: fmt.Errorf("a chain certificate is outside its validity at %s%s: %w", now.UTC().Format(time.RFC3339), hint, err)}
 		}
-		return nil, &Error{Reason: ReasonEKUntrusted, Err: fmt.Errorf("%s: %w", missingCA(cert, extraIntermediates), err)}
+		return nil, &Error{Reason: ReasonEKUntrusted, Err: fmt.Errorf("%s%s: %w", missingCA(cert, extraIntermediates), hint, err)}
 	}
 	f.Chain = slices.Clone(chains[0])
 	f.Chain[0] = cert
