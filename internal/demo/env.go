@@ -163,6 +163,9 @@ func (e *Env) Close() {
 type NodeOptions struct {
 	// ECC makes swtpm create an ECC EK (P-384 on swtpm 0.7) instead of RSA.
 	ECC bool
+	// RSAKeySize 3072 makes swtpm's RSA EK an RSA-3072 one (TCG template
+	// H-6); 0 means 2048.
+	RSAKeySize int
 	// CADir is the swtpm local CA's directory: nodes sharing it share the
 	// EK CA. Empty: a CA of the node's own.
 	CADir string
@@ -208,12 +211,14 @@ func (e *Env) NewNode(ctx context.Context, name string, o NodeOptions) (*Node, e
 	kind := "RSA"
 	if o.ECC {
 		kind = "ECC"
+	} else if o.RSAKeySize != 0 {
+		kind = fmt.Sprintf("RSA-%d", o.RSAKeySize)
 	}
 	if err := e.Step(name+": manufacture swtpm ("+kind+" EK, certificate from a local CA)", func() error {
 		if err := swtpm.Available(); err != nil {
 			return err
 		}
-		man, err := swtpm.Setup(state, swtpm.Options{ECC: o.ECC, CADir: caDir, Banks: bankNames})
+		man, err := swtpm.Setup(state, swtpm.Options{ECC: o.ECC, RSAKeySize: o.RSAKeySize, CADir: caDir, Banks: bankNames})
 		if err != nil {
 			return err
 		}

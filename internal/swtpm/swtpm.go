@@ -48,6 +48,11 @@ type Options struct {
 	// two TPMs the same CADir to have them share a CA, or different ones
 	// so neither trusts the other's. Empty: <stateDir>/ca.
 	CADir string
+	// RSAKeySize is swtpm_setup --rsa-keysize: 0 (2048), 2048 or 3072. With
+	// 3072, swtpm 0.7 makes the RSA EK an RSA-3072 EK of the TCG high range
+	// (template H-6, certificate at NV 0x01c0001c, key at 0x8101001c)
+	// instead of the RSA-2048 one.
+	RSAKeySize int
 	// Banks are the PCR banks to activate; empty means sha1 and sha256.
 	Banks []string
 	// EKCertDir, when set, also gets a DER copy of each EK certificate
@@ -130,6 +135,9 @@ func Setup(stateDir string, opt Options) (*Manufactured, error) {
 		"--config", filepath.Join(caDir, "swtpm_setup.conf")}
 	if opt.ECC {
 		args = append(args, "--ecc")
+	}
+	if opt.RSAKeySize != 0 {
+		args = append(args, "--rsa-keysize", fmt.Sprint(opt.RSAKeySize))
 	}
 	if opt.EKCertDir != "" {
 		if err := os.MkdirAll(opt.EKCertDir, 0o700); err != nil {

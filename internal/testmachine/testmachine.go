@@ -41,8 +41,9 @@ type Machine struct {
 type Options struct {
 	// EK "" keeps the simulator as it is (an RSA EK without certificate in
 	// NV) and writes the RSA EK's certificate to EKCertPath, for the
-	// agent's ek_certificate_path. tpm.EKRSA or tpm.EKECC provision that
-	// EK's certificate into its TCG NV index instead
+	// agent's ek_certificate_path. Any other tpm.EKAlg (rsa, rsa3072,
+	// rsa4096, ecc, p384, p521, ...) provisions that EK's certificate into
+	// its TCG NV index instead
 	// (tpmtest.ProvisionEKCertificate), as a manufacturer does; EKCertPath is
 	// then empty and the agent finds the certificate itself.
 	EK tpm.EKAlg
@@ -108,7 +109,10 @@ func NewWith(t testing.TB, opt Options) *Machine {
 		if err := os.WriteFile(m.EKCertPath, m.EKCertDER, 0o600); err != nil {
 			t.Fatal(err)
 		}
-	case tpm.EKRSA, tpm.EKECC:
+	default:
+		if !opt.EK.Valid() {
+			t.Fatalf("testmachine: EK algorithm %q", opt.EK)
+		}
 		if err := tpmtest.ProvisionEKCertificate(tp, opt.EK, issue); err != nil {
 			t.Fatalf("provisioning the %s EK certificate: %v", opt.EK, err)
 		}
@@ -119,8 +123,6 @@ func NewWith(t testing.TB, opt Options) *Machine {
 			t.Fatalf("EK(%s) has no certificate after provisioning", opt.EK)
 		}
 		m.EKCertDER = ek.CertDER
-	default:
-		t.Fatalf("testmachine: EK algorithm %q", opt.EK)
 	}
 	m.EKAlg = ek.Alg
 	if m.EKHash, err = verify.EKHash(ek.Public); err != nil {

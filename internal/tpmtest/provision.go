@@ -5,6 +5,7 @@
 package tpmtest
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"io"
 
 	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/pkg/common/tpm"
@@ -21,151 +24,89 @@ import (
 // index already defined.
 var ErrEKCertExists = errors.New("EK certificate NV index already defined")
 
-// TCG EK certificate NV indices (RSA 2048, ECC P-256 low range), where
-// tpm.(*TPM).EK reads them.
-const (
-	nvRSAEKCert = 0x01c00002
-	nvECCEKCert = 0x01c0000a
-)
-
-// TCG persistent EK handles ("Registry of Reserved TPM 2.0 Handles and
-// Localities"), where go-attestation looks for EKs.
-const (
-	persistentRSAEK = 0x81010001
-	persistentECCEK = 0x81010002
-)
-
-// TCG EK nonce indices: when present, go-attestation (like the TCG EK
-// Credential Profile) copies the nonce into the template's unique field.
-const (
-	nvRSAEKNonce = 0x01c00003
-	nvECCEKNonce = 0x01c0000b
-)
-
 // ekCertNVAttrs are the attributes of an EK certificate index we define:
-// readable with the index's own (empty) auth, which is how go-attestation
-// and tpm2_getekcertificate read it, and with owner or platform auth;
+// readable with the index's own (empty) auth, which is how tpmid and
+// tpm2_getekcertificate read it, and with owner or platform auth;
 // written with owner auth; no dictionary-attack lockout. A manufacturer's
 // index is platform-created (TPMA_NV_PLATFORMCREATE) and write-locked;
 // ours is owner-created and not locked, so the owner can undefine it.
 const ekCertNVAttrs = legacy.AttrOwnerWrite | legacy.AttrOwnerRead | legacy.AttrAuthRead | legacy.AttrPPRead | legacy.AttrNoDA
-
-// ekAuthPolicy is PolicySecret(TPM_RH_ENDORSEMENT), the authPolicy of the
-// TCG default EK templates.
-var ekAuthPolicy = []byte{
-	0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D,
-	0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64,
-	0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
-}
-
-// defaultEKTemplate returns the TCG EK Credential Profile default (low
-// range) template for alg, identical to go-attestation's
-// defaultRSAEKTemplate / defaultECCEKTemplate, so that the key it creates
-// is the one go-attestation recreates.
-func defaultEKTemplate(alg tpm.EKAlg) legacy.Public {
-	pub := legacy.Public{
-		NameAlg: legacy.AlgSHA256,
-		Attributes: legacy.FlagFixedTPM | legacy.FlagFixedParent | legacy.FlagSensitiveDataOrigin |
-			legacy.FlagAdminWithPolicy | legacy.FlagRestricted | legacy.FlagDecrypt,
-		AuthPolicy: append([]byte(nil), ekAuthPolicy...),
-	}
-	sym := &legacy.SymScheme{Alg: legacy.AlgAES, KeyBits: 128, Mode: legacy.AlgCFB}
-	if alg == tpm.EKRSA {
-		pub.Type = legacy.AlgRSA
-		pub.RSAParameters = &legacy.RSAParams{Symmetric: sym, KeyBits: 2048, ModulusRaw: make([]byte, 256)}
-	} else {
-		pub.Type = legacy.AlgECC
-		pub.ECCParameters = &legacy.ECCParams{
-			Symmetric: sym,
-			CurveID:   legacy.CurveNISTP256,
-			Point:     legacy.ECPoint{XRaw: make([]byte, 32), YRaw: make([]byte, 32)},
-		}
-	}
-	return pub
-}
 
 // ProvisionEKCertificate gives tp an EK certificate in NV, as a
 // manufacturer does. It is for provisioning test and software TPMs, and
 // TPMs shipped without an EK certificate (the owner's own CA then issues
 // it).
 //
-// It creates the EK of alg (EKRSA: RSA 2048, EKECC: NIST P-256) from the
-// TCG default template with TPM2_CreatePrimary under the endorsement
-// hierarchy (reading the EK nonce index with TPM2_NV_Read first, as
-// go-attestation does), calls issue with its public key, checks the
-// returned DER is one certificate for that key and at most MaxEKCert
-// bytes, and stores it at the TCG index (0x01c00002 RSA, 0x01c0000a ECC)
-// with TPM2_NV_DefineSpace and TPM2_NV_Write (owner authorization, empty
-// owner password; attributes ownerwrite|ownerread|authread|ppread|no_da,
-// so it reads back with the index's own empty auth as go-attestation and
-// tpm2_getekcertificate read it). It then persists the EK with
-// TPM2_EvictControl at its TCG handle (0x81010001 RSA if free, 0x81010002
-// ECC), because go-attestation only reports an ECC EK certificate whose
-// key sits at 0x81010002. The transient EK is flushed (TPM2_FlushContext)
-// on every path, and the NV index is undefined again
-// (TPM2_NV_UndefineSpace) if a later step fails.
+// It creates the EK of alg (any tpm.EKAlg but "": RSA 2048/3072/4096, ECC
+// P-256/384/521; rsa2048 and p256 in the low range, the others in the high
+// range) from its TCG template (tpm.EKTemplate) with TPM2_CreatePrimary
+// under the endorsement hierarchy, calls issue with its public key, checks
+// the returned DER is one certificate for that key and at most MaxEKCert
+// bytes, and stores it at the template's TCG index (tpm.EKCertIndex, e.g.
+// 0x01c00002 RSA-2048, 0x01c0000a P-256, 0x01c00016 P-384) with
+// TPM2_NV_DefineSpace and TPM2_NV_Write (owner authorization, empty owner
+// password; attributes ownerwrite|ownerread|authread|ppread|no_da, so it
+// reads back with the index's own empty auth). It then persists the EK
+// with TPM2_EvictControl at its handle (tpm.EKPersistentHandle, e.g.
+// 0x81010001, 0x81010002, 0x81010016) if that is free. The transient EK is
+// flushed (TPM2_FlushContext) on every path, and the NV index is undefined
+// again (TPM2_NV_UndefineSpace) if a later step fails.
 //
 // If the NV index already exists it refuses with an error wrapping
 // ErrEKCertExists and changes nothing (remove an index with tpm2_nvundefine
-// first if you mean to replace it). If 0x81010002 holds another key, ECC
-// provisioning is refused too.
+// first if you mean to replace it). If the persistent handle holds another
+// key, it is refused too.
 //
 // Security: the certificate is only a claim. A server trusts it only after
 // verifying its chain to a root it was configured with and that the TPM
 // activated a credential for this very EK; writing a certificate here
 // proves nothing by itself.
 func ProvisionEKCertificate(tp *tpm.TPM, alg tpm.EKAlg, issue func(ekPub crypto.PublicKey) ([]byte, error)) error {
-	var certIdx, nonceIdx, persistent tpmutil.Handle
-	switch alg {
-	case tpm.EKRSA:
-		certIdx, nonceIdx, persistent = nvRSAEKCert, nvRSAEKNonce, persistentRSAEK
-	case tpm.EKECC:
-		certIdx, nonceIdx, persistent = nvECCEKCert, nvECCEKNonce, persistentECCEK
-	default:
-		return fmt.Errorf("%w: provisioning an EK certificate needs rsa or ecc, not %q", tpm.ErrBadAlgorithm, alg)
+	tmpl, ok := tpm.EKTemplate(alg)
+	if !ok {
+		return fmt.Errorf("%w: provisioning an EK certificate needs one of %v, not %q", tpm.ErrBadAlgorithm, tpm.EKAlgs, alg)
 	}
 	if issue == nil {
 		return errors.New("ProvisionEKCertificate: nil issue function")
 	}
+	certIdx, persistent := tpmutil.Handle(tpm.EKCertIndex(alg)), tpm2.TPMHandle(tpm.EKPersistentHandle(alg))
 	return tp.WithChannel(func(ch io.ReadWriter) error {
-		return provision(ch, alg, certIdx, nonceIdx, persistent, issue)
+		return provision(ch, alg, tmpl, certIdx, persistent, issue)
 	})
 }
 
-func provision(ch io.ReadWriter, alg tpm.EKAlg, certIdx, nonceIdx, persistent tpmutil.Handle, issue func(crypto.PublicKey) ([]byte, error)) (err error) {
+func provision(ch io.ReadWriter, alg tpm.EKAlg, tmpl tpm2.TPMTPublic, certIdx tpmutil.Handle, persistent tpm2.TPMHandle, issue func(crypto.PublicKey) ([]byte, error)) (err error) {
 	if _, err := legacy.NVReadPublic(ch, certIdx); err == nil {
 		return fmt.Errorf("%w: NV index 0x%08x already holds the %s EK certificate", ErrEKCertExists, uint32(certIdx), alg)
 	}
-
-	tmpl := defaultEKTemplate(alg)
-	if nonce, err := legacy.NVReadEx(ch, nonceIdx, legacy.HandleOwner, "", 0); err == nil {
-		if alg == tpm.EKRSA {
-			copy(tmpl.RSAParameters.ModulusRaw, nonce)
-		} else {
-			copy(tmpl.ECCParameters.Point.XRaw, nonce)
-		}
-	}
-	hnd, pub, err := legacy.CreatePrimary(ch, legacy.HandleEndorsement, legacy.PCRSelection{}, "", "", tmpl)
+	tp := transport.FromReadWriter(ch)
+	cp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tmpl),
+	}.Execute(tp)
 	if err != nil {
 		return fmt.Errorf("TPM2_CreatePrimary of the %s EK: %w", alg, err)
 	}
 	defer func() {
-		if ferr := legacy.FlushContext(ch, hnd); ferr != nil {
+		if _, ferr := (tpm2.FlushContext{FlushHandle: cp.ObjectHandle}).Execute(tp); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("TPM2_FlushContext of the %s EK: %w", alg, ferr))
 		}
 	}()
+	outPub, err := cp.OutPublic.Contents()
+	if err != nil {
+		return err
+	}
+	pub, err := tpm2.Pub(*outPub)
+	if err != nil {
+		return err
+	}
 
-	// The ECC EK must end up at 0x81010002; fail before writing anything
-	// if another key is there.
+	// Fail before writing anything if another key is at the handle.
 	persist := true
-	if cur, _, _, err := legacy.ReadPublic(ch, persistent); err == nil {
+	if cur, err := (tpm2.ReadPublic{ObjectHandle: persistent}).Execute(tp); err == nil {
 		persist = false
-		k, kerr := cur.Key()
-		if kerr != nil || !samePublic(k, pub) {
-			if alg == tpm.EKECC {
-				return fmt.Errorf("persistent handle 0x%08x holds another key than the ECC EK of the default template: go-attestation would not find the EK for this certificate", uint32(persistent))
-			}
-			// go-attestation recreates the RSA EK at 0x81010003.
+		if !bytes.Equal(cur.Name.Buffer, cp.Name.Buffer) {
+			return fmt.Errorf("persistent handle 0x%08x holds another key than the %s EK of the TCG template", uint32(persistent), alg)
 		}
 	}
 
@@ -197,7 +138,11 @@ func provision(ch io.ReadWriter, alg tpm.EKAlg, certIdx, nonceIdx, persistent tp
 		}
 	}
 	if persist {
-		if err := legacy.EvictControl(ch, "", legacy.HandleOwner, hnd, persistent); err != nil {
+		if _, err := (tpm2.EvictControl{
+			Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+			ObjectHandle:     tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name},
+			PersistentHandle: persistent,
+		}).Execute(tp); err != nil {
 			return fmt.Errorf("TPM2_EvictControl of the %s EK to 0x%08x: %w", alg, uint32(persistent), err)
 		}
 	}

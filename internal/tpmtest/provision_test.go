@@ -188,13 +188,13 @@ func TestSimulatorProvisionEKCertificateRefusals(t *testing.T) {
 		"larger than bound": func(crypto.PublicKey) ([]byte, error) { return make([]byte, tpm.MaxEKCert+1), nil },
 		"empty certificate": func(crypto.PublicKey) ([]byte, error) { return nil, nil },
 	} {
-		for _, alg := range []tpm.EKAlg{tpm.EKRSA, tpm.EKECC} {
+		for _, alg := range []tpm.EKAlg{tpm.EKRSA, tpm.EKECC, tpm.EKP384, tpm.EKRSA3072} {
 			if err := ProvisionEKCertificate(tp, alg, issue); err == nil {
 				t.Errorf("%s, %s: provisioned", name, alg)
 			}
 		}
 	}
-	for _, idx := range []uint32{nvRSAEKCert, nvECCEKCert} {
+	for _, idx := range []uint32{tpm.EKCertIndex(tpm.EKRSA), tpm.EKCertIndex(tpm.EKECC), tpm.EKCertIndex(tpm.EKP384), tpm.EKCertIndex(tpm.EKRSA3072)} {
 		if err := tp.WithChannel(func(ch io.ReadWriter) error {
 			_, err := legacy.NVReadPublic(ch, tpmutil.Handle(idx))
 			return err

@@ -6,6 +6,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
@@ -58,11 +59,17 @@ type Session struct {
 
 // Begin opens the TPM, loads or creates the AK and returns the hello.
 func Begin(cfg Config) (*Session, []byte, error) {
+	return BeginContext(context.Background(), cfg)
+}
+
+// BeginContext is Begin bound to ctx: once ctx is done, the session's TPM
+// work stops before its next TPM command with ctx.Err().
+func BeginContext(ctx context.Context, cfg Config) (*Session, []byte, error) {
 	t, err := tpm.Open(cfg.TPM)
 	if err != nil {
 		return nil, nil, err
 	}
-	s := &Session{cfg: cfg, tpm: t, owned: true}
+	s := &Session{cfg: cfg, tpm: t.WithContext(ctx), owned: true}
 	hello, err := s.begin()
 	if err != nil {
 		s.Close()
@@ -141,7 +148,12 @@ func (s *Session) readEK() (pub, cert []byte, err error) {
 // BeginWith is Begin on a TPM the caller opened and closes (tests keep one
 // simulator across sessions, as a machine keeps its TPM).
 func BeginWith(t *tpm.TPM, cfg Config) (*Session, []byte, error) {
-	s := &Session{cfg: cfg, tpm: t}
+	return BeginWithContext(context.Background(), t, cfg)
+}
+
+// BeginWithContext is BeginWith bound to ctx (see BeginContext).
+func BeginWithContext(ctx context.Context, t *tpm.TPM, cfg Config) (*Session, []byte, error) {
+	s := &Session{cfg: cfg, tpm: t.WithContext(ctx)}
 	hello, err := s.begin()
 	if err != nil {
 		s.Close()
@@ -182,11 +194,16 @@ func (s *Session) loadOrCreateAK() (ak *tpm.AK, created bool, err error) {
 }
 
 // akPath is the data_dir file of the configured AK algorithm with suffix:
-// one AK per algorithm, so changing ak_algorithm takes effect.
+// one AK per algorithm, so changing ak_algorithm takes effect. P-256 and
+// RSA-2048 keep the names of their first aliases (ak-ecdsa, ak-rsa), so
+// AKs kept by earlier versions are found.
 func (s *Session) akPath(suffix string) string {
-	alg := string(s.cfg.AKAlgorithm)
-	if alg == "" {
+	alg := string(s.cfg.AKAlgorithm.Canonical())
+	switch s.cfg.AKAlgorithm.Canonical() {
+	case tpm.AKP256:
 		alg = "ecdsa"
+	case tpm.AKRSA2048:
+		alg = "rsa"
 	}
 	return filepath.Join(s.cfg.DataDir, "ak-"+alg+suffix)
 }

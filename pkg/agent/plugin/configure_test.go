@@ -40,7 +40,8 @@ func TestOperatorMistakes(t *testing.T) {
 		{name: "unreachable unix socket", hcl: `tpm_device = "unix:///nonexistent/swtpm.sock"`, want: `connecting to TPM at unix:///nonexistent/swtpm.sock`},
 		{name: "list for a string", hcl: `tpm_device = ["/dev/tpmrm0"]`, want: "tpm_device (line 1): want a string", static: true},
 		{name: "bad scheme", hcl: `tpm_device = "http://host:1"`, want: "unknown scheme", static: true},
-		{name: "bad ek algorithm", hcl: `ek_algorithm = "dsa"`, want: `ek_algorithm "dsa" is not rsa or ecc`, static: true},
+		{name: "bad ek algorithm", hcl: `ek_algorithm = "dsa"`, want: `ek_algorithm "dsa" is not one of [rsa rsa2048 rsa3072 rsa4096 ecc p256 p384 p521]`, static: true},
+		{name: "bad ak algorithm", hcl: `ak_algorithm = "p224"`, want: `ak_algorithm "p224" is not one of [ecdsa p256 p384 rsa rsa2048 rsa3072]`, static: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

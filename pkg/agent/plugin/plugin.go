@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,11 +30,13 @@ type Config struct {
 	// TPMDevice: a device path (default: autodetect /dev/tpmrm0, then
 	// /dev/tpm0), tcp://host:port or unix:///path for swtpm.
 	TPMDevice string `hcl:"tpm_device"`
-	// EKAlgorithm: rsa, ecc, or empty for the RSA EK when it has a
-	// certificate (spire-tpm-plugin's EK), else the ECC P-256 EK with one,
-	// else the RSA EK without certificate.
+	// EKAlgorithm: rsa (= rsa2048), rsa3072, rsa4096, ecc (= p256), p384,
+	// p521, or empty for the RSA-2048 EK when it has a certificate
+	// (spire-tpm-plugin's EK), else the ECC P-256 EK with one, else any
+	// other EK with one, else the RSA-2048 EK without certificate.
 	EKAlgorithm string `hcl:"ek_algorithm"`
-	// AKAlgorithm: ecdsa (P-256, default) or rsa (2048).
+	// AKAlgorithm: ecdsa (= p256, default), p384, rsa (= rsa2048) or
+	// rsa3072.
 	AKAlgorithm string `hcl:"ak_algorithm"`
 	// EventLogPath defaults to the kernel's binary_bios_measurements.
 	EventLogPath string `hcl:"event_log_path"`
@@ -79,15 +82,11 @@ func buildConfig(hclText string) (*agent.Config, error) {
 	if c.TPMDevice == "simulator" {
 		errs = append(errs, errors.New(`tpm_device: "simulator" is for tests only`))
 	}
-	switch c.EKAlgorithm {
-	case "", "rsa", "ecc":
-	default:
-		errs = append(errs, fmt.Errorf("ek_algorithm %q is not rsa or ecc", c.EKAlgorithm))
+	if !tpm.EKAlg(c.EKAlgorithm).Valid() {
+		errs = append(errs, fmt.Errorf("ek_algorithm %q is not one of %v (or empty)", c.EKAlgorithm, tpm.EKAlgs))
 	}
-	switch c.AKAlgorithm {
-	case "", "ecdsa", "rsa":
-	default:
-		errs = append(errs, fmt.Errorf("ak_algorithm %q is not ecdsa or rsa", c.AKAlgorithm))
+	if c.AKAlgorithm != "" && !slices.Contains(tpm.AKAlgs, tpm.AKAlg(c.AKAlgorithm)) {
+		errs = append(errs, fmt.Errorf("ak_algorithm %q is not one of %v (or empty)", c.AKAlgorithm, tpm.AKAlgs))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -223,7 +222,7 @@ func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestatio
 		return status.Error(codes.FailedPrecondition, "not configured")
 	}
 	start := time.Now()
-	sess, hello, err := agent.Begin(*cfg)
+	sess, hello, err := agent.BeginContext(stream.Context(), *cfg)
 	if err != nil {
 		return status.Errorf(codes.Internal, "tpmid: preparing attestation: %v", err)
 	}

@@ -2,27 +2,112 @@ package tpm
 
 import (
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 
-	goattest "github.com/google/go-attestation/attest"
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
-// AKAlg selects the attestation key algorithm: "ecdsa" (NIST P-256,
-// ECDSA-SHA256; the default) or "rsa" (RSA 2048, RSASSA-PKCS1v1_5-SHA256).
+// AKAlg selects the attestation key:
+//
+//	"ecdsa", "p256"  ECC NIST P-256, ECDSA with SHA-256 (the default)
+//	"p384"           ECC NIST P-384, ECDSA with SHA-384 (nameAlg SHA-384)
+//	"rsa", "rsa2048" RSA 2048, RSASSA-PKCS1-v1_5 with SHA-256
+//	"rsa3072"        RSA 3072, RSASSA-PKCS1-v1_5 with SHA-256
+//
+// Quotes are signed with the AK's own scheme, so a P-384 AK signs with
+// SHA-384.
 type AKAlg string
 
 // AK algorithms.
 const (
 	AKDefault AKAlg = ""
-	AKECDSA   AKAlg = "ecdsa"
-	AKRSA     AKAlg = "rsa"
+	AKECDSA   AKAlg = "ecdsa" // alias of AKP256
+	AKRSA     AKAlg = "rsa"   // alias of AKRSA2048
+	AKP256    AKAlg = "p256"
+	AKP384    AKAlg = "p384"
+	AKRSA2048 AKAlg = "rsa2048"
+	AKRSA3072 AKAlg = "rsa3072"
 )
+
+// AKAlgs lists every accepted non-empty AKAlg, aliases included.
+var AKAlgs = []AKAlg{AKECDSA, AKP256, AKP384, AKRSA, AKRSA2048, AKRSA3072}
+
+// Canonical maps "" and the aliases to p256, p384, rsa2048 or rsa3072;
+// an unknown AKAlg is returned unchanged.
+func (a AKAlg) Canonical() AKAlg {
+	switch a {
+	case AKDefault, AKECDSA:
+		return AKP256
+	case AKRSA:
+		return AKRSA2048
+	}
+	return a
+}
 
 // MaxAKBlob bounds an AK blob given to LoadAK.
 const MaxAKBlob = 64 << 10
+
+// srkHandle is where the storage root key lives (TCG provisioning
+// guidance; go-attestation uses the same handle and template, so AK blobs
+// it wrote load under the SRK this package finds or makes).
+const srkHandle tpm2.TPMHandle = 0x81000001
+
+// akTemplate returns the TPMT_PUBLIC template of a restricted signing AK.
+func akTemplate(alg AKAlg) (tpm2.TPMTPublic, error) {
+	attrs := tpm2.TPMAObject{
+		FixedTPM:            true,
+		FixedParent:         true,
+		SensitiveDataOrigin: true,
+		UserWithAuth:        true,
+		NoDA:                true,
+		Restricted:          true,
+		SignEncrypt:         true,
+	}
+	ecc := func(nameAlg tpm2.TPMIAlgHash, curve tpm2.TPMECCCurve, hash tpm2.TPMIAlgHash) tpm2.TPMTPublic {
+		return tpm2.TPMTPublic{
+			Type: tpm2.TPMAlgECC, NameAlg: nameAlg, ObjectAttributes: attrs,
+			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+				Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+				Scheme: tpm2.TPMTECCScheme{
+					Scheme:  tpm2.TPMAlgECDSA,
+					Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: hash}),
+				},
+				CurveID: curve,
+				KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+			}),
+			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
+		}
+	}
+	rsa := func(bits int) tpm2.TPMTPublic {
+		return tpm2.TPMTPublic{
+			Type: tpm2.TPMAlgRSA, NameAlg: tpm2.TPMAlgSHA256, ObjectAttributes: attrs,
+			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+				Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+				Scheme: tpm2.TPMTRSAScheme{
+					Scheme:  tpm2.TPMAlgRSASSA,
+					Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgSHA256}),
+				},
+				KeyBits: tpm2.TPMKeyBits(bits),
+			}),
+			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{}),
+		}
+	}
+	switch alg.Canonical() {
+	case AKP256:
+		return ecc(tpm2.TPMAlgSHA256, tpm2.TPMECCNistP256, tpm2.TPMAlgSHA256), nil
+	case AKP384:
+		return ecc(tpm2.TPMAlgSHA384, tpm2.TPMECCNistP384, tpm2.TPMAlgSHA384), nil
+	case AKRSA2048:
+		return rsa(2048), nil
+	case AKRSA3072:
+		return rsa(3072), nil
+	}
+	return tpm2.TPMTPublic{}, fmt.Errorf("%w: AK algorithm %q (want one of %v or empty)", ErrBadAlgorithm, alg, AKAlgs)
+}
 
 // AKParams are the AK's attestation parameters, byte for byte as
 // go-attestation's AttestationParameters: Public is TPM2B_PUBLIC contents
@@ -35,77 +120,163 @@ type AKParams struct {
 // AK is an attestation key loaded in the TPM: a restricted signing key
 // under the SRK (0x81000001). Close it to flush it.
 type AK struct {
-	ak     *goattest.AK
-	params AKParams
-	pub    crypto.PublicKey
-	closed bool
+	handle  uint32
+	name    tpm2.TPM2BName
+	private []byte // TPM2B_PRIVATE contents, SRK-wrapped
+	params  AKParams
+	pub     crypto.PublicKey
+	closed  bool
+}
+
+// akBlob is go-attestation's serializedKey (attest/storage.go), kept so
+// that blobs written by earlier tpmid versions, which used go-attestation,
+// load unchanged, and blobs written now load there too.
+type akBlob struct {
+	Encoding          uint8 `json:"KeyEncoding"` // 2: keyEncodingEncrypted
+	TPMVersion        uint8 // 2
+	Public            []byte
+	CreateData        []byte
+	CreateAttestation []byte
+	CreateSignature   []byte
+	Name              string
+	Blob              []byte `json:"KeyBlob"`
+}
+
+const keyEncodingEncrypted = 2
+
+// srk returns the storage root key's handle and Name: TPM2_ReadPublic of
+// 0x81000001 the first time (cached after), or, if it is missing,
+// TPM2_CreatePrimary of the TCG RSA-2048 SRK template under the owner
+// hierarchy and TPM2_EvictControl to 0x81000001 (empty owner auth).
+func (t *TPM) srk() (tpm2.AuthHandle, error) {
+	if t.s.srk != nil {
+		return tpm2.AuthHandle{Handle: srkHandle, Name: *t.s.srk, Auth: tpm2.PasswordAuth(nil)}, nil
+	}
+	tp := t.tp()
+	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp)
+	if err == nil {
+		t.s.srk = &rsp.Name
+		return t.srk()
+	}
+	cp, cerr := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tpm2.RSASRKTemplate),
+	}.Execute(tp)
+	if cerr != nil {
+		return tpm2.AuthHandle{}, fmt.Errorf("no SRK at 0x%08x (%v), and TPM2_CreatePrimary of one: %w", uint32(srkHandle), err, cerr)
+	}
+	_, eerr := tpm2.EvictControl{
+		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		ObjectHandle:     tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name},
+		PersistentHandle: srkHandle,
+	}.Execute(tp)
+	if err := errors.Join(eerr, t.flush(uint32(cp.ObjectHandle))); err != nil {
+		return tpm2.AuthHandle{}, fmt.Errorf("TPM2_EvictControl of the SRK to 0x%08x: %w", uint32(srkHandle), err)
+	}
+	t.s.srk = &cp.Name
+	return t.srk()
 }
 
 // NewAK creates an AK (TPM2_Create under the SRK, TPM2_Load, then
-// TPM2_CertifyCreation so a verifier can check its attributes). If the SRK
-// is missing, go-attestation creates and persists it (TPM2_CreatePrimary,
-// TPM2_EvictControl at 0x81000001), which needs empty owner auth.
+// TPM2_CertifyCreation so a verifier can check its attributes). If the
+// SRK is missing it is created and persisted first (see srk).
 //
 // Security: the AK's attributes (fixedTPM, restricted, sign) prove nothing
 // until a verifier has seen it activate a credential for a trusted EK.
 func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
-	cfg := &goattest.AKConfig{}
-	switch alg {
-	case AKDefault, AKECDSA:
-		cfg.Algorithm = goattest.ECDSA
-	case AKRSA:
-		cfg.Algorithm = goattest.RSA
-	default:
-		return nil, fmt.Errorf("%w: AK algorithm %q (want ecdsa, rsa or empty)", ErrBadAlgorithm, alg)
+	tmpl, err := akTemplate(alg)
+	if err != nil {
+		return nil, err
 	}
 	if err := t.lock(); err != nil {
 		return nil, err
 	}
-	defer t.mu.Unlock()
-	a, err := t.at.NewAK(cfg)
+	defer t.unlock()
+	parent, err := t.srk()
 	if err != nil {
-		return nil, fmt.Errorf("creating %s AK: %w", cfg.Algorithm, err)
+		return nil, err
 	}
-	ak, err := t.wrapAK(a)
+	tp := t.tp()
+	cr, err := tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
 	if err != nil {
-		return nil, errors.Join(err, a.Close(t.at))
+		return nil, fmt.Errorf("TPM2_Create of the %s AK: %w", alg.Canonical(), err)
 	}
+	ak, err := t.loadAK(parent, cr.OutPrivate.Buffer, cr.OutPublic.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	ci, err := tpm2.CertifyCreation{
+		SignHandle:     tpm2.AuthHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name, Auth: tpm2.PasswordAuth(nil)},
+		ObjectHandle:   tpm2.NamedHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name},
+		CreationHash:   cr.CreationHash,
+		InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+		CreationTicket: cr.CreationTicket,
+	}.Execute(tp)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("TPM2_CertifyCreation of the AK: %w", err), t.flush(ak.handle))
+	}
+	ak.params.CreateData = cr.CreationData.Bytes()
+	ak.params.CreateAttestation = ci.CertifyInfo.Bytes()
+	ak.params.CreateSignature = tpm2.Marshal(ci.Signature)
 	return ak, nil
 }
 
-// LoadAK loads an AK from a blob made by (*AK).Blob (TPM2_Load under the
-// SRK). The blob's private part is encrypted by the SRK, so it loads only
-// in the TPM that made it.
+// loadAK runs TPM2_Load of an AK under the SRK and checks its public area.
+func (t *TPM) loadAK(parent tpm2.AuthHandle, private, public []byte) (*AK, error) {
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
+	if err != nil {
+		return nil, fmt.Errorf("AK public area: %w", err)
+	}
+	key, err := tpm2.Pub(*pub)
+	if err != nil {
+		return nil, fmt.Errorf("AK public area: %w", err)
+	}
+	lr, err := tpm2.Load{
+		ParentHandle: parent,
+		InPrivate:    tpm2.TPM2BPrivate{Buffer: private},
+		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](public),
+	}.Execute(t.tp())
+	if err != nil {
+		return nil, fmt.Errorf("TPM2_Load of the AK: %w", err)
+	}
+	return &AK{
+		handle:  uint32(lr.ObjectHandle),
+		name:    lr.Name,
+		private: private,
+		params:  AKParams{Public: public},
+		pub:     key,
+	}, nil
+}
+
+// LoadAK loads an AK from a blob made by (*AK).Blob, or by go-attestation
+// (tpmid before 2026-11-25), with TPM2_Load under the SRK. The blob's
+// private part is encrypted by the SRK, so it loads only in the TPM that
+// made it.
 func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 	if len(blob) > MaxAKBlob {
 		return nil, fmt.Errorf("AK blob of %d bytes: %w (bound %d)", len(blob), ErrTooLarge, MaxAKBlob)
 	}
+	var b akBlob
+	if err := json.Unmarshal(blob, &b); err != nil {
+		return nil, fmt.Errorf("AK blob: %w", err)
+	}
+	if b.Encoding != keyEncodingEncrypted || len(b.Public) == 0 || len(b.Blob) == 0 {
+		return nil, fmt.Errorf("AK blob: encoding %d with %d-byte public and %d-byte private parts, want an SRK-wrapped key", b.Encoding, len(b.Public), len(b.Blob))
+	}
 	if err := t.lock(); err != nil {
 		return nil, err
 	}
-	defer t.mu.Unlock()
-	a, err := t.at.LoadAK(blob)
+	defer t.unlock()
+	parent, err := t.srk()
 	if err != nil {
-		return nil, fmt.Errorf("loading AK blob: %w", err)
+		return nil, err
 	}
-	ak, err := t.wrapAK(a)
+	ak, err := t.loadAK(parent, b.Blob, b.Public)
 	if err != nil {
-		return nil, errors.Join(err, a.Close(t.at))
+		return nil, err
 	}
+	ak.params.CreateData, ak.params.CreateAttestation, ak.params.CreateSignature = b.CreateData, b.CreateAttestation, b.CreateSignature
 	return ak, nil
-}
-
-func (t *TPM) wrapAK(a *goattest.AK) (*AK, error) {
-	p := a.AttestationParameters()
-	pub, err := goattest.ParseAKPublic(p.Public)
-	if err != nil {
-		return nil, fmt.Errorf("AK public area: %w", err)
-	}
-	return &AK{
-		ak:     a,
-		params: AKParams{Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature},
-		pub:    pub.Public,
-	}, nil
 }
 
 // Blob returns the AK in a form LoadAK accepts (go-attestation's JSON
@@ -113,7 +284,12 @@ func (t *TPM) wrapAK(a *goattest.AK) (*AK, error) {
 // creation parameters). It holds no secret in clear, but keep it with
 // integrity: a swapped blob would make the agent present another AK.
 func (k *AK) Blob() ([]byte, error) {
-	b, err := k.ak.Marshal()
+	b, err := json.Marshal(akBlob{
+		Encoding: keyEncodingEncrypted, TPMVersion: 2,
+		Public: k.params.Public, CreateData: k.params.CreateData,
+		CreateAttestation: k.params.CreateAttestation, CreateSignature: k.params.CreateSignature,
+		Blob: k.private,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("serialising AK: %w", err)
 	}
@@ -126,55 +302,119 @@ func (k *AK) Params() AKParams { return k.params }
 // Public returns the AK's public key (*ecdsa.PublicKey or *rsa.PublicKey).
 func (k *AK) Public() crypto.PublicKey { return k.pub }
 
-// Close flushes the AK from the TPM (TPM2_FlushContext). Closing twice is
-// a no-op.
+// Close flushes the AK from the TPM (TPM2_FlushContext), also through a
+// view whose context is done. Closing twice is a no-op.
 func (k *AK) Close(t *TPM) error {
-	if err := t.lock(); err != nil {
+	if err := t.lockCleanup(); err != nil {
 		return err
 	}
-	defer t.mu.Unlock()
+	defer t.unlock()
 	if k.closed {
 		return nil
 	}
 	k.closed = true
-	if err := k.ak.Close(t.at); err != nil {
+	if err := t.flush(k.handle); err != nil {
 		return fmt.Errorf("flushing AK: %w", err)
 	}
 	return nil
 }
 
-// Activate decrypts a credential made by TPM2_MakeCredential for (ek, ak)
-// with TPM2_ActivateCredential, authorising the EK with a policy session
-// (TPM2_StartAuthSession + TPM2_PolicySecret on the endorsement hierarchy,
-// flushed afterwards). credential is TPM2B_ID_OBJECT and secret
-// TPM2B_ENCRYPTED_SECRET, both with their 2-byte size prefix, as
-// attest.EncryptedCredential holds them. Failure wraps ErrActivation.
+// Activate decrypts a credential made by TPM2_MakeCredential (or its
+// software equivalent) for (ek, ak) with TPM2_ActivateCredential. The EK
+// is authorised by a policy session in the EK's nameAlg
+// (TPM2_StartAuthSession, TPM2_PolicySecret on the endorsement hierarchy
+// with empty auth, and for the high range TPM2_PolicyOR of PolicyA and
+// PolicyC), flushed afterwards; an EK that is not persisted is recreated
+// from its template (TPM2_CreatePrimary) and flushed. credential is
+// TPM2B_ID_OBJECT and secret TPM2B_ENCRYPTED_SECRET, both with their
+// 2-byte size prefix. Failure wraps ErrActivation.
 //
 // Security: returning the secret proves to its maker that ak is in the
 // TPM holding ek; the caller must not reveal it except as the protocol's
-// keyed proof.
+// keyed proof. A credential made for another EK fails inside the TPM.
 func (t *TPM) Activate(ak *AK, ek *EK, credential, secret []byte) ([]byte, error) {
-	if ak == nil || ek == nil {
+	if ak == nil || ek == nil || ek.spec == nil {
 		return nil, fmt.Errorf("%w: nil AK or EK", ErrActivation)
+	}
+	cred, err := unwrap2B(credential)
+	if err != nil {
+		return nil, fmt.Errorf("%w: credential blob: %w", ErrActivation, err)
+	}
+	sec, err := unwrap2B(secret)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encrypted secret: %w", ErrActivation, err)
 	}
 	if err := t.lock(); err != nil {
 		return nil, err
 	}
-	defer t.mu.Unlock()
+	defer t.unlock()
 	if ak.closed {
 		return nil, fmt.Errorf("%w: AK is closed", ErrClosed)
 	}
-	out, err := ak.ak.ActivateCredentialWithEK(t.at, goattest.EncryptedCredential{Credential: credential, Secret: secret}, ek.ek)
+	out, err := t.activate(ak, ek, cred, sec)
 	if err != nil {
-		return nil, fmt.Errorf("%w: TPM2_ActivateCredential with the %s EK: %w", ErrActivation, ek.Alg, err)
+		return nil, fmt.Errorf("%w: TPM2_ActivateCredential with the %s EK: %w", ErrActivation, ek.Template, err)
 	}
 	return out, nil
 }
 
-// Quote signs the given PCRs of one bank with the AK (TPM2_Quote), with
-// extraData as qualifyingData. attest is the TPMS_ATTEST structure and
-// signature the TPMT_SIGNATURE. extraData is at most 64 bytes on most
-// TPMs (the size of the AK's name digest).
+func (t *TPM) activate(ak *AK, ek *EK, cred, sec []byte) (out []byte, err error) {
+	ekHandle, release, err := t.loadEK(ek)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, release()) }()
+	tp := t.tp()
+	sess, _, err := tpm2.PolicySession(tp, ek.spec.nameAlg, 16)
+	if err != nil {
+		return nil, fmt.Errorf("TPM2_StartAuthSession: %w", err)
+	}
+	defer func() {
+		if cerr := t.flush(uint32(sess.Handle())); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("flushing the policy session: %w", cerr))
+		}
+	}()
+	if _, err := (tpm2.PolicySecret{
+		AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+		PolicySession: sess.Handle(),
+		NonceTPM:      sess.NonceTPM(),
+	}).Execute(tp); err != nil {
+		return nil, fmt.Errorf("TPM2_PolicySecret(endorsement): %w", err)
+	}
+	if ek.spec.high {
+		if _, err := (tpm2.PolicyOr{
+			PolicySession: sess.Handle(),
+			PHashList: tpm2.TPMLDigest{Digests: []tpm2.TPM2BDigest{
+				{Buffer: policyA(ek.spec.nameAlg)}, {Buffer: policyC(ek.spec.nameAlg)},
+			}},
+		}).Execute(tp); err != nil {
+			return nil, fmt.Errorf("TPM2_PolicyOR: %w", err)
+		}
+	}
+	rsp, err := tpm2.ActivateCredential{
+		ActivateHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name, Auth: tpm2.PasswordAuth(nil)},
+		KeyHandle:      tpm2.AuthHandle{Handle: tpm2.TPMHandle(ekHandle), Name: tpm2.TPM2BName{Buffer: ek.name}, Auth: sess},
+		CredentialBlob: tpm2.TPM2BIDObject{Buffer: cred},
+		Secret:         tpm2.TPM2BEncryptedSecret{Buffer: sec},
+	}.Execute(tp)
+	if err != nil {
+		return nil, err
+	}
+	return rsp.CertInfo.Buffer, nil
+}
+
+// unwrap2B strips the 2-byte size of a TPM2B, which must match.
+func unwrap2B(b []byte) ([]byte, error) {
+	if len(b) < 2 || int(b[0])<<8|int(b[1]) != len(b)-2 {
+		return nil, fmt.Errorf("not a TPM2B (%d bytes)", len(b))
+	}
+	return b[2:], nil
+}
+
+// Quote signs the given PCRs of one bank with the AK (TPM2_Quote with the
+// AK's own signing scheme), with extraData as qualifyingData. attest is
+// the TPMS_ATTEST structure and signature the TPMT_SIGNATURE. extraData
+// is at most 64 bytes on most TPMs (the size of the AK's name digest).
 //
 // Security: the caller must read PCR values in the same session and the
 // verifier must check the quote's PCR digest against them; a quote
@@ -190,13 +430,22 @@ func (t *TPM) Quote(ak *AK, extraData []byte, bank pcrs.Alg, pcrList []int) (att
 	if err := t.lock(); err != nil {
 		return nil, nil, err
 	}
-	defer t.mu.Unlock()
+	defer t.unlock()
 	if ak.closed {
 		return nil, nil, fmt.Errorf("%w: AK is closed", ErrClosed)
 	}
-	q, err := ak.ak.QuotePCRs(t.at, extraData, goattest.HashAlg(bank), list)
+	bitmap := make([]byte, 3)
+	for _, i := range list {
+		bitmap[i/8] |= 1 << (i % 8)
+	}
+	q, err := tpm2.Quote{
+		SignHandle:     tpm2.AuthHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name, Auth: tpm2.PasswordAuth(nil)},
+		QualifyingData: tpm2.TPM2BData{Buffer: extraData},
+		InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+		PCRSelect:      tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMIAlgHash(bank), PCRSelect: bitmap}}},
+	}.Execute(t.tp())
 	if err != nil {
 		return nil, nil, fmt.Errorf("TPM2_Quote bank %s PCRs %v: %w", bank, list, err)
 	}
-	return q.Quote, q.Signature, nil
+	return q.Quoted.Bytes(), tpm2.Marshal(q.Signature), nil
 }

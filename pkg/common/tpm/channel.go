@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -39,11 +40,20 @@ type channel struct {
 
 	mu     sync.Mutex
 	byCode map[uint32]uint64 // commands sent, by TPM_CC
+
+	// ctx is the context of the call holding the TPM's lock (nil: none).
+	ctx context.Context
 }
 
 // Write sends one TPM command; every call is counted as one command, and
 // by its command code (TPM 2.0 Part 1, 18.2: tag, size, then the code).
+// A done context stops the command before it is sent.
 func (c *channel) Write(b []byte) (int, error) {
+	if c.ctx != nil {
+		if err := c.ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
 	c.commands.Add(1)
 	if len(b) >= 10 {
 		c.mu.Lock()

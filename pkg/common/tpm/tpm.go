@@ -5,35 +5,55 @@
 // Extending PCRs and provisioning EK certificates, for tests and demos
 // only, live in internal/tpmtest, which shipped binaries do not link.
 //
-// It uses github.com/google/go-attestation for EKs, AKs, activation and
-// quotes, and github.com/google/go-tpm for what that lacks (NV public
-// reads to bound certificate size, PCR_Read of a chosen list, capability
-// queries).
+// It speaks TPM 2.0 through github.com/google/go-tpm (the tpm2 API for
+// EKs, AKs, activation and quotes; the legacy API for PCR reads and
+// capability queries). AK blobs keep go-attestation's serialisation, so
+// blobs written by earlier versions still load.
 //
 // A *TPM is safe for concurrent use: calls are serialised by a mutex. Every
 // transient object this package loads is flushed before the call returns,
 // except an AK, which stays loaded until (*AK).Close.
+//
+// Cancellation: WithContext returns a view of the TPM whose calls check
+// the context before every TPM command and return ctx.Err() once it is
+// done, so a cancelled attestation stops between two commands (a command
+// already sent runs to its end: TPMs cannot abort one).
 package tpm
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 
-	"github.com/google/go-attestation/attest"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
-// TPM is an open TPM.
+// TPM is an open TPM, or a view of one bound to a context (WithContext).
 type TPM struct {
+	s   *shared
+	ctx context.Context // nil: never cancelled
+}
+
+// shared is the state every view of one opened TPM shares.
+type shared struct {
 	mu     sync.Mutex
 	ch     *channel
-	at     *attest.TPM
 	closed bool
+	srk    *tpm2.TPM2BName // the SRK's Name once read, so a later AK load skips TPM2_ReadPublic
+}
+
+// WithContext returns a view of t whose calls stop with ctx.Err() before
+// the next TPM command once ctx is done. The view shares t's TPM, lock and
+// counters; closing either closes both.
+func (t *TPM) WithContext(ctx context.Context) *TPM {
+	return &TPM{s: t.s, ctx: ctx}
 }
 
 // Open opens the TPM named by cfg.Device (see Config). Close it when done.
@@ -47,24 +67,19 @@ func Open(cfg Config) (*TPM, error) {
 		return nil, err
 	}
 	ch := &channel{rwc: rwc, eventLog: cfg.EventLogPath}
-	at, err := attest.OpenTPM(&attest.OpenConfig{CommandChannel: ch})
-	if err != nil {
-		rwc.Close()
-		return nil, fmt.Errorf("opening TPM through go-attestation: %w", err)
-	}
-	return &TPM{ch: ch, at: at}, nil
+	return &TPM{s: &shared{ch: ch}}, nil
 }
 
 // Close closes the command channel. AKs still loaded are not flushed: close
 // them first.
 func (t *TPM) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	if t.s.closed {
 		return nil
 	}
-	t.closed = true
-	if err := t.at.Close(); err != nil {
+	t.s.closed = true
+	if err := t.s.ch.Close(); err != nil {
 		return fmt.Errorf("closing TPM: %w", err)
 	}
 	return nil
@@ -73,18 +88,60 @@ func (t *TPM) Close() error {
 // Commands returns how many TPM commands were sent through this TPM so
 // far, counted at the command channel (one per command written, including
 // retries the TPM asked for).
-func (t *TPM) Commands() uint64 { return t.ch.commands.Load() }
+func (t *TPM) Commands() uint64 { return t.s.ch.commands.Load() }
 
 // CommandCounts returns how many commands of each code (TPM_CC, e.g.
 // 0x00000131 TPM2_CreatePrimary) were sent through this TPM so far.
-func (t *TPM) CommandCounts() map[uint32]uint64 { return t.ch.counts() }
+func (t *TPM) CommandCounts() map[uint32]uint64 { return t.s.ch.counts() }
 
-// lock takes the mutex and fails when the TPM is closed.
+// lock takes the mutex, fails when the TPM is closed or the view's
+// context is done, and binds the context to the channel so every command
+// checks it.
 func (t *TPM) lock() error {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
+	if t.ctx != nil {
+		if err := t.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	t.s.mu.Lock()
+	if t.s.closed {
+		t.s.mu.Unlock()
 		return ErrClosed
+	}
+	t.s.ch.ctx = t.ctx
+	return nil
+}
+
+// lockCleanup takes the mutex for a cleanup (flushing an AK) that must
+// run even when the view's context is done.
+func (t *TPM) lockCleanup() error {
+	t.s.mu.Lock()
+	if t.s.closed {
+		t.s.mu.Unlock()
+		return ErrClosed
+	}
+	t.s.ch.ctx = nil
+	return nil
+}
+
+func (t *TPM) unlock() {
+	t.s.ch.ctx = nil
+	t.s.mu.Unlock()
+}
+
+// tp is the go-tpm tpm2 transport over the channel; call it with the lock
+// held.
+func (t *TPM) tp() transport.TPM { return transport.FromReadWriter(t.s.ch) }
+
+// flush sends TPM2_FlushContext for a transient object or session. It
+// ignores the context: cleaning up after a cancelled call must still
+// happen, or the object stays loaded for every user of the TPM.
+func (t *TPM) flush(h uint32) error {
+	saved := t.s.ch.ctx
+	t.s.ch.ctx = nil
+	defer func() { t.s.ch.ctx = saved }()
+	if _, err := (tpm2.FlushContext{FlushHandle: tpm2.TPMHandle(h)}).Execute(t.tp()); err != nil {
+		return fmt.Errorf("TPM2_FlushContext 0x%08x: %w", h, err)
 	}
 	return nil
 }
@@ -96,7 +153,7 @@ func (t *TPM) lock() error {
 // Security: the log is unauthenticated input; only a quote makes it
 // meaningful, after a verifier replays it against quoted PCRs.
 func (t *TPM) EventLog() ([]byte, error) {
-	return t.ch.MeasurementLog()
+	return t.s.ch.MeasurementLog()
 }
 
 // Banks returns the active PCR banks (TPM2_GetCapability TPM_CAP_PCRS,
@@ -105,14 +162,17 @@ func (t *TPM) Banks() ([]pcrs.Alg, error) {
 	if err := t.lock(); err != nil {
 		return nil, err
 	}
-	defer t.mu.Unlock()
-	hs, err := t.at.PCRBanks()
+	defer t.unlock()
+	vals, _, err := legacy.GetCapability(t.s.ch, legacy.CapabilityPCRs, 1024, 0)
 	if err != nil {
 		return nil, fmt.Errorf("TPM2_GetCapability(PCRS): %w", err)
 	}
-	out := make([]pcrs.Alg, 0, len(hs))
-	for _, h := range hs {
-		out = append(out, pcrs.Alg(h))
+	var out []pcrs.Alg
+	for _, v := range vals {
+		sel, ok := v.(legacy.PCRSelection)
+		if ok && len(sel.PCRs) > 0 {
+			out = append(out, pcrs.Alg(sel.Hash))
+		}
 	}
 	slices.Sort(out)
 	return out, nil
@@ -149,7 +209,7 @@ func (t *TPM) ReadPCRs(bank pcrs.Alg, pcrList []int) (map[int][]byte, error) {
 	if err := t.lock(); err != nil {
 		return nil, err
 	}
-	defer t.mu.Unlock()
+	defer t.unlock()
 	out := make(map[int][]byte, len(list))
 	for range len(list) {
 		var want []int
@@ -161,7 +221,7 @@ func (t *TPM) ReadPCRs(bank pcrs.Alg, pcrList []int) (map[int][]byte, error) {
 		if len(want) == 0 {
 			break
 		}
-		got, err := legacy.ReadPCRs(t.ch, legacy.PCRSelection{Hash: legacy.Algorithm(bank), PCRs: want})
+		got, err := legacy.ReadPCRs(t.s.ch, legacy.PCRSelection{Hash: legacy.Algorithm(bank), PCRs: want})
 		if err != nil {
 			return nil, fmt.Errorf("TPM2_PCR_Read bank %s PCRs %v: %w", bank, want, err)
 		}
@@ -195,8 +255,8 @@ func (t *TPM) WithChannel(f func(rw io.ReadWriter) error) error {
 	if err := t.lock(); err != nil {
 		return err
 	}
-	defer t.mu.Unlock()
-	return f(t.ch)
+	defer t.unlock()
+	return f(t.s.ch)
 }
 
 // LoadedHandles lists the transient objects and sessions loaded in the TPM
@@ -208,10 +268,10 @@ func (t *TPM) LoadedHandles() ([]uint32, error) {
 	if err := t.lock(); err != nil {
 		return nil, err
 	}
-	defer t.mu.Unlock()
+	defer t.unlock()
 	var out []uint32
 	for _, first := range []uint32{0x80000000, 0x02000000, 0x03000000} {
-		vals, _, err := legacy.GetCapability(t.ch, legacy.CapabilityHandles, 64, first)
+		vals, _, err := legacy.GetCapability(t.s.ch, legacy.CapabilityHandles, 64, first)
 		if err != nil {
 			return nil, fmt.Errorf("TPM2_GetCapability(HANDLES from 0x%08x): %w", first, err)
 		}

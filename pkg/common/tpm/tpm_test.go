@@ -279,8 +279,10 @@ func TestSimulatorEK(t *testing.T) {
 			t.Errorf("EK(%q).PublicDER does not match Public: %v", alg, err)
 		}
 	}
-	if _, err := tp.EK(EKECC); !errors.Is(err, ErrNoEK) {
-		t.Errorf("EK(ecc) on the simulator = %v, want ErrNoEK", err)
+	for _, alg := range []EKAlg{EKECC, EKP256, EKP384, EKP521, EKRSA3072, EKRSA4096} {
+		if _, err := tp.EK(alg); !errors.Is(err, ErrNoEK) {
+			t.Errorf("EK(%s) on the simulator = %v, want ErrNoEK (no certificate)", alg, err)
+		}
 	}
 	if _, err := tp.EK("dsa"); !errors.Is(err, ErrBadAlgorithm) {
 		t.Errorf("EK(dsa) = %v, want ErrBadAlgorithm", err)

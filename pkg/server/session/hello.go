@@ -8,8 +8,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/google/go-attestation/attest"
-
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
@@ -57,26 +55,27 @@ func (s *Session) helloStep(ctx context.Context, helloRaw []byte) ([]byte, error
 		// issued it after a full attestation bound this AK to this EK.
 		return s.sendChallenge(nil)
 	}
-	params := attest.ActivationParameters{
-		EK: claim.Public,
-		AK: attest.AttestationParameters{
-			Public:            hello.AK.Public,
-			CreateData:        hello.AK.CreateData,
-			CreateAttestation: hello.AK.CreateAttestation,
-			CreateSignature:   hello.AK.CreateSignature,
-		},
-		Rand: cfg.rand(),
+	// The AK was made in a TPM as its public area says (creation data,
+	// TPM_GENERATED creation attestation signed by the AK, name match);
+	// then TPM2_MakeCredential for (EK by its TCG template, AK name).
+	if err := verify.CheckAKCreation(hello.AK.Public, hello.AK.CreateData, hello.AK.CreateAttestation, hello.AK.CreateSignature); err != nil {
+		return nil, err
 	}
-	// Generate runs go-attestation's CheckAKParameters (creation data digest,
-	// TPM_GENERATED creation attestation signed by the AK, name match) before
-	// TPM2_MakeCredential.
-	secret, cred, err := params.Generate()
+	secret := make([]byte, credentialSecretSize)
+	if _, err := io.ReadFull(cfg.rand(), secret); err != nil {
+		return nil, fmt.Errorf("credential secret: %w", err)
+	}
+	blob, encSecret, err := verify.MakeCredential(cfg.rand(), claim.Public, s.ak.Name, secret)
 	if err != nil {
-		return nil, &verify.Error{Reason: ReasonAKCreation, Err: err}
+		return nil, err
 	}
 	s.secret = secret
-	return s.sendChallenge(&wire.Credential{Blob: cred.Credential, Secret: cred.Secret})
+	return s.sendChallenge(&wire.Credential{Blob: blob, Secret: encSecret})
 }
+
+// credentialSecretSize is the size of the credential's secret: 32 bytes,
+// which fits the TPM2B_DIGEST of every EK nameAlg (SHA-256 and up).
+const credentialSecretSize = 32
 
 // fastPath reports whether the hello's AK certificate chain is one this CA
 // issued, unexpired, for this AK, EK and agent ID. Anything else, including
