@@ -106,9 +106,9 @@ func (r *tpmReader) end() error {
 	return nil
 }
 
-// quoteAttest is a decoded TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE. Byte
-// fields alias the input.
-type quoteAttest struct {
+// attestHeader is the part of a TPMS_ATTEST every type shares (TPM 2.0
+// Part 2, 10.12.12). Byte fields alias the input.
+type attestHeader struct {
 	QualifiedSigner []byte
 	ExtraData       []byte
 	Clock           uint64
@@ -116,24 +116,18 @@ type quoteAttest struct {
 	RestartCount    uint32
 	Safe            bool
 	FirmwareVersion uint64
-	PCRSelect       tpm2.TPMLPCRSelection
-	PCRDigest       []byte
 }
 
-// maxPCRSelections is go-tpm's bound on a TPML's count (maxListLength).
-const maxPCRSelections = 4096
-
-// parseQuoteAttest decodes a TPMS_ATTEST that must be a quote (TPM 2.0
-// Part 2, 10.12.12 TPMS_ATTEST and 10.12.1 TPMS_QUOTE_INFO).
-func parseQuoteAttest(b []byte) (*quoteAttest, error) {
-	r := &tpmReader{b: b}
+// header reads a TPMS_ATTEST up to its attested union, requiring the
+// magic and the type typ.
+func (r *tpmReader) attestHeader(typ uint16, typName string) (h attestHeader, err error) {
 	if m := r.u32("magic"); r.err == nil && m != tpmGeneratedValue {
-		return nil, fmt.Errorf("magic 0x%08x is not TPM_GENERATED_VALUE", m)
+		return h, fmt.Errorf("magic 0x%08x is not TPM_GENERATED_VALUE", m)
 	}
-	if t := r.u16("type"); r.err == nil && t != tpmSTAttestQuote {
-		return nil, fmt.Errorf("type 0x%04x is not TPM_ST_ATTEST_QUOTE", t)
+	if t := r.u16("type"); r.err == nil && t != typ {
+		return h, fmt.Errorf("type 0x%04x is not %s", t, typName)
 	}
-	a := &quoteAttest{
+	h = attestHeader{
 		QualifiedSigner: r.tpm2b("qualifiedSigner"),
 		ExtraData:       r.tpm2b("extraData"),
 		Clock:           r.u64("clock"),
@@ -143,11 +137,33 @@ func parseQuoteAttest(b []byte) (*quoteAttest, error) {
 	switch safe := r.u8("safe"); {
 	case r.err != nil:
 	case safe > 1:
-		return nil, fmt.Errorf("safe is %d, not a TPMI_YES_NO", safe)
+		return h, fmt.Errorf("safe is %d, not a TPMI_YES_NO", safe)
 	default:
-		a.Safe = safe == 1
+		h.Safe = safe == 1
 	}
-	a.FirmwareVersion = r.u64("firmwareVersion")
+	h.FirmwareVersion = r.u64("firmwareVersion")
+	return h, nil
+}
+
+// quoteAttest is a decoded TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE.
+type quoteAttest struct {
+	attestHeader
+	PCRSelect tpm2.TPMLPCRSelection
+	PCRDigest []byte
+}
+
+// maxPCRSelections is go-tpm's bound on a TPML's count (maxListLength).
+const maxPCRSelections = 4096
+
+// parseQuoteAttest decodes a TPMS_ATTEST that must be a quote (TPM 2.0
+// Part 2, 10.12.12 TPMS_ATTEST and 10.12.1 TPMS_QUOTE_INFO).
+func parseQuoteAttest(b []byte) (*quoteAttest, error) {
+	r := &tpmReader{b: b}
+	h, err := r.attestHeader(tpmSTAttestQuote, "TPM_ST_ATTEST_QUOTE")
+	if err != nil {
+		return nil, err
+	}
+	a := &quoteAttest{attestHeader: h}
 	n := r.u32("pcrSelect count")
 	if r.err == nil && n > maxPCRSelections {
 		return nil, fmt.Errorf("pcrSelect count %d", n)
@@ -166,6 +182,30 @@ func parseQuoteAttest(b []byte) (*quoteAttest, error) {
 		s.PCRSelect = r.bytes(int(r.u8("sizeofSelect")), "pcrSelect")
 	}
 	a.PCRDigest = r.tpm2b("pcrDigest")
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// creationAttest is a decoded TPMS_ATTEST of type TPM_ST_ATTEST_CREATION
+// (TPM2_CertifyCreation): the object's Name and the creation data's hash.
+type creationAttest struct {
+	attestHeader
+	ObjectName   []byte
+	CreationHash []byte
+}
+
+// parseCreationAttest decodes a TPMS_ATTEST that must be a creation
+// attestation (TPM 2.0 Part 2, 10.12.12 TPMS_ATTEST and 10.12.6
+// TPMS_CREATION_INFO), for the AK creation check.
+func parseCreationAttest(b []byte) (*creationAttest, error) {
+	r := &tpmReader{b: b}
+	h, err := r.attestHeader(tpmSTAttestCreation, "TPM_ST_ATTEST_CREATION")
+	if err != nil {
+		return nil, err
+	}
+	a := &creationAttest{attestHeader: h, ObjectName: r.tpm2b("objectName"), CreationHash: r.tpm2b("creationHash")}
 	if err := r.end(); err != nil {
 		return nil, err
 	}
