@@ -164,7 +164,8 @@ func run(ctx context.Context, o *options) error {
 	fmt.Printf("tpmid bench-load: %s, %d CPUs (GOMAXPROCS %d), %s\n", runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("plugin %s; %d software TPMs (ECC P-256 EKs, test CA), event log %s (%d bytes); prepared in %s\n",
 		pluginPath, len(attesters), filepath.Base(realLog), len(logBytes), time.Since(t0).Round(time.Millisecond))
-	fmt.Printf("phases of %s; closed loop at %v in flight; open loop at half the best closed-loop rate\n\n", o.duration, o.concurrency)
+	fmt.Printf("phases of %s; closed loop at %v in flight; open loop at half the best closed-loop rate\n", o.duration, o.concurrency)
+	fmt.Printf("load average before: %s (other processes share these cores: the figures are for this machine as it was)\n\n", loadAvg())
 
 	var runs []*storeRun
 	for _, name := range strings.Split(o.stores, ",") {
@@ -184,7 +185,21 @@ func run(ctx context.Context, o *options) error {
 		report(sr)
 	}
 	summary(runs)
+	fmt.Printf("load average after: %s\n", loadAvg())
 	return nil
+}
+
+// loadAvg is /proc/loadavg's 1, 5 and 15 minute figures.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // makeAttesters makes n software TPMs on every core.
