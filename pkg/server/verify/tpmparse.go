@@ -164,22 +164,8 @@ func parseQuoteAttest(b []byte) (*quoteAttest, error) {
 		return nil, err
 	}
 	a := &quoteAttest{attestHeader: h}
-	n := r.u32("pcrSelect count")
-	if r.err == nil && n > maxPCRSelections {
-		return nil, fmt.Errorf("pcrSelect count %d", n)
-	}
-	// Each TPMS_PCR_SELECTION takes at least 3 bytes: bound the
-	// allocation by what is left.
-	if r.err == nil && int(n) > len(r.b)/3 {
-		return nil, fmt.Errorf("pcrSelect count %d: out of data", n)
-	}
-	if r.err == nil {
-		a.PCRSelect.PCRSelections = make([]tpm2.TPMSPCRSelection, n)
-	}
-	for i := range a.PCRSelect.PCRSelections {
-		s := &a.PCRSelect.PCRSelections[i]
-		s.Hash = tpm2.TPMIAlgHash(r.u16("pcrSelect hash"))
-		s.PCRSelect = r.bytes(int(r.u8("sizeofSelect")), "pcrSelect")
+	if err := r.pcrSelection(&a.PCRSelect); err != nil {
+		return nil, err
 	}
 	a.PCRDigest = r.tpm2b("pcrDigest")
 	if err := r.end(); err != nil {
@@ -352,4 +338,59 @@ func (p *tpmPublic) name(b []byte) []byte {
 	out := make([]byte, 2, 2+h.Size())
 	binary.BigEndian.PutUint16(out, uint16(p.NameAlg))
 	return d.Sum(out)
+}
+
+// creationData is a decoded TPMS_CREATION_DATA (TPM 2.0 Part 2, 15.1), the
+// AK's creation context that a creation attestation's creationHash
+// certifies. Byte fields alias the input.
+type creationData struct {
+	PCRSelect           tpm2.TPMLPCRSelection
+	PCRDigest           []byte
+	Locality            uint8
+	ParentNameAlg       tpm2.TPMAlgID
+	ParentName          []byte
+	ParentQualifiedName []byte
+	OutsideInfo         []byte
+}
+
+// parseCreationData decodes a TPMS_CREATION_DATA, canonically.
+func parseCreationData(b []byte) (*creationData, error) {
+	r := &tpmReader{b: b}
+	c := &creationData{}
+	if err := r.pcrSelection(&c.PCRSelect); err != nil {
+		return nil, err
+	}
+	c.PCRDigest = r.tpm2b("pcrDigest")
+	c.Locality = r.u8("locality")
+	c.ParentNameAlg = tpm2.TPMAlgID(r.u16("parentNameAlg"))
+	c.ParentName = r.tpm2b("parentName")
+	c.ParentQualifiedName = r.tpm2b("parentQualifiedName")
+	c.OutsideInfo = r.tpm2b("outsideInfo")
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// pcrSelection reads a TPML_PCR_SELECTION into l.
+func (r *tpmReader) pcrSelection(l *tpm2.TPMLPCRSelection) error {
+	n := r.u32("pcrSelect count")
+	if r.err == nil && n > maxPCRSelections {
+		return fmt.Errorf("pcrSelect count %d", n)
+	}
+	// Each TPMS_PCR_SELECTION takes at least 3 bytes: bound the
+	// allocation by what is left.
+	if r.err == nil && int(n) > len(r.b)/3 {
+		return fmt.Errorf("pcrSelect count %d: out of data", n)
+	}
+	if r.err != nil {
+		return nil // reported by end
+	}
+	l.PCRSelections = make([]tpm2.TPMSPCRSelection, n)
+	for i := range l.PCRSelections {
+		s := &l.PCRSelections[i]
+		s.Hash = tpm2.TPMIAlgHash(r.u16("pcrSelect hash"))
+		s.PCRSelect = r.bytes(int(r.u8("sizeofSelect")), "pcrSelect")
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ const (
 	kindAttest byte = iota
 	kindSignature
 	kindPublic
+	kindCreationData
 	numKinds
 )
 
@@ -33,7 +34,7 @@ func realStructures(tb testing.TB) map[byte]map[string][]byte {
 	if err != nil {
 		return nil
 	}
-	out := map[byte]map[string][]byte{kindAttest: {}, kindSignature: {}, kindPublic: {}}
+	out := map[byte]map[string][]byte{kindAttest: {}, kindSignature: {}, kindPublic: {}, kindCreationData: {}}
 	err = filepath.WalkDir(filepath.Join(dir, "quotes"), func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -47,6 +48,8 @@ func realStructures(tb testing.TB) map[byte]map[string][]byte {
 			kind = kindSignature
 		case strings.Contains(base, "tpmt_public") || base == "ak.pub" || base == "ek.pub":
 			kind = kindPublic
+		case strings.Contains(base, "creation_data"):
+			kind = kindCreationData
 		default:
 			return nil
 		}
@@ -113,6 +116,24 @@ func agree(t *testing.T, kind byte, b []byte) (covered bool) {
 		}
 		if ferr == nil && !equalish(fast, want) {
 			t.Fatalf("TPMS_ATTEST %x:\nfast   %+v\ngo-tpm %+v", b, fast, want)
+		}
+	case kindCreationData:
+		fast, ferr := parseCreationData(b)
+		slow, serr := unmarshalCanonical[tpm2.TPMSCreationData](b)
+		if (ferr == nil) != (serr == nil) {
+			t.Fatalf("TPMS_CREATION_DATA %x: fast decoder err %v, go-tpm err %v", b, ferr, serr)
+		}
+		if ferr != nil {
+			return true
+		}
+		want := &creationData{
+			PCRSelect: slow.PCRSelect, PCRDigest: slow.PCRDigest.Buffer,
+			Locality:      tpm2.Marshal(slow.Locality)[0],
+			ParentNameAlg: slow.ParentNameAlg, ParentName: slow.ParentName.Buffer,
+			ParentQualifiedName: slow.ParentQualifiedName.Buffer, OutsideInfo: slow.OutsideInfo.Buffer,
+		}
+		if !equalish(fast, want) {
+			t.Fatalf("TPMS_CREATION_DATA %x:\nfast   %+v\ngo-tpm %+v", b, fast, want)
 		}
 	case kindSignature:
 		fast, ferr := parseSignature(b)
