@@ -5,7 +5,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/pem"
@@ -121,12 +120,21 @@ func (s *Session) begin() ([]byte, error) {
 	return s.hello, err
 }
 
-// readEK reads the EK from the TPM (the certificate from NV, or from
-// ek_certificate_path when the TPM has none) and keeps its public key and
-// certificate in data_dir for the fast path.
+// readEK finds the EK: from the EK kept in data_dir when there is one
+// (one TPM2_ReadPublic of its persistent handle, compared with the kept
+// public area), else by discovery in the TPM (tpm.EK). The certificate is
+// the TPM's, or ek_certificate_path's when the TPM has none. The EK is
+// kept in data_dir for the next attestation and the fast path.
 func (s *Session) readEK() (pub, cert []byte, err error) {
-	if s.ek, err = s.tpm.EK(s.cfg.EKAlgorithm); err != nil {
-		return nil, nil, fmt.Errorf("endorsement key: %w", err)
+	if blob := s.loadEKBlob(); blob != nil {
+		if ek, err := s.tpm.EKFromCache(blob); err == nil {
+			s.ek = ek
+		}
+	}
+	if s.ek == nil {
+		if s.ek, err = s.tpm.EK(s.cfg.EKAlgorithm); err != nil {
+			return nil, nil, fmt.Errorf("endorsement key: %w", err)
+		}
 	}
 	cert = s.ek.CertDER
 	if len(cert) == 0 && s.cfg.EKCertificatePath != "" {
@@ -141,7 +149,7 @@ func (s *Session) readEK() (pub, cert []byte, err error) {
 			return nil, nil, fmt.Errorf("ek_certificate_path: %w", err)
 		}
 	}
-	s.saveEKCache(s.ek.PublicDER, cert)
+	s.saveEKCache(s.ek, cert)
 	return s.ek.PublicDER, cert, nil
 }
 
@@ -248,24 +256,21 @@ func (s *Session) Respond(challengeRaw []byte) ([]byte, error) {
 	return wire.EncodeEvidence(ev)
 }
 
-// quote reads the PCRs around TPM2_Quote and retries once when they moved
-// in between (something extended a PCR), so the values match the quote.
+// quote signs the PCRs with TPM2_Quote, then reads them (TPM2_PCR_Read)
+// and checks they hash to the quote's digest; if something extended a PCR
+// in between, it quotes once more, so the values sent match the quote.
 func (s *Session) quote(bank pcrs.Alg, idx []int, extra []byte) (map[int][]byte, []byte, []byte, error) {
 	for attempt := 0; ; attempt++ {
-		before, err := s.tpm.ReadPCRs(bank, idx)
-		if err != nil {
-			return nil, nil, nil, err
-		}
 		attest, sig, err := s.tpm.Quote(s.ak, extra, bank, idx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		after, err := s.tpm.ReadPCRs(bank, idx)
+		values, err := s.tpm.ReadPCRs(bank, idx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if sameValues(before, after) || attempt == 1 {
-			return after, attest, sig, nil
+		if tpm.QuotedPCRsMatch(attest, values, idx) || attempt == 1 {
+			return values, attest, sig, nil
 		}
 	}
 }
@@ -306,18 +311,6 @@ func (s *Session) CommandCodes() string {
 
 // FastPath reports whether the hello presented a kept AK certificate.
 func (s *Session) FastPath() bool { return len(s.chain) > 0 }
-
-func sameValues(a, b map[int][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if !bytes.Equal(v, b[k]) {
-			return false
-		}
-	}
-	return true
-}
 
 func writeFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/tpmid/tpmid/pkg/common/boundedfile"
+	"github.com/tpmid/tpmid/pkg/common/tpm"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 )
 
@@ -20,7 +21,9 @@ import (
 //	ak-<alg>.blob       the TPM-wrapped AK (useless without this TPM)
 //	ak-<alg>.chain.pem  its certificate chain from tpmid's CA, leaf first
 //	ek.json             the EK public key and certificate, so the fast path
-//	                    sends no EK command
+//	                    sends no EK command, and the EK's template, public
+//	                    area and handle, so a first attestation checks it
+//	                    with one TPM2_ReadPublic instead of rediscovering it
 const (
 	ekCacheFile = "ek.json"
 	maxChain    = 64 << 10
@@ -30,6 +33,8 @@ type ekCache struct {
 	Alg         string `json:"alg"`
 	Public      []byte `json:"public"`
 	Certificate []byte `json:"certificate,omitempty"`
+	// TPM is tpm.(*EK).CacheBlob (absent in files of earlier versions).
+	TPM json.RawMessage `json:"tpm,omitempty"`
 }
 
 // Next answers the server's next message: a challenge with evidence, a
@@ -91,45 +96,74 @@ func (s *Session) loadChain() [][]byte {
 
 func (s *Session) ekCachePath() string { return filepath.Join(s.cfg.DataDir, ekCacheFile) }
 
-// loadEKCache returns the kept EK of the configured algorithm, or nils.
-func (s *Session) loadEKCache() (pub, cert []byte) {
+// readEKCache returns the kept EK entry of the configured algorithm, or
+// nil.
+func (s *Session) readEKCache() *ekCache {
 	if s.cfg.DataDir == "" {
-		return nil, nil
+		return nil
 	}
-	raw, err := boundedfile.Read(s.ekCachePath(), 3*maxEKCert)
+	raw, err := boundedfile.Read(s.ekCachePath(), 2*tpm.MaxEKCache)
 	if err != nil {
-		return nil, nil
+		return nil
 	}
 	var c ekCache
 	if json.Unmarshal(raw, &c) != nil || c.Alg != string(s.cfg.EKAlgorithm) || len(c.Public) == 0 {
-		return nil, nil
+		return nil
 	}
 	if _, err := x509.ParsePKIXPublicKey(c.Public); err != nil {
-		return nil, nil
+		return nil
 	}
-	return c.Public, c.Certificate
+	return &c
 }
 
-// saveEKCache keeps the EK for the next fast path; failing to is harmless.
-func (s *Session) saveEKCache(pub, cert []byte) {
+// loadEKCache returns the kept EK's public key and certificate, or nils.
+func (s *Session) loadEKCache() (pub, cert []byte) {
+	if c := s.readEKCache(); c != nil {
+		return c.Public, c.Certificate
+	}
+	return nil, nil
+}
+
+// loadEKBlob returns the kept tpm.EK cache blob, or nil.
+func (s *Session) loadEKBlob() []byte {
+	if c := s.readEKCache(); c != nil && len(c.TPM) > 0 {
+		return c.TPM
+	}
+	return nil
+}
+
+// saveEKCache keeps the EK for the next attestation; failing to is
+// harmless.
+func (s *Session) saveEKCache(ek *tpm.EK, cert []byte) {
 	if s.cfg.DataDir == "" {
 		return
 	}
-	if b, err := json.Marshal(ekCache{Alg: string(s.cfg.EKAlgorithm), Public: pub, Certificate: cert}); err == nil {
+	c := ekCache{Alg: string(s.cfg.EKAlgorithm), Public: ek.PublicDER, Certificate: cert}
+	if blob, err := ek.CacheBlob(); err == nil {
+		c.TPM = blob
+	}
+	if b, err := json.Marshal(c); err == nil {
 		_ = writeFileAtomic(s.ekCachePath(), b)
 	}
 }
 
 // needEK loads the EK when the server wants TPM2_ActivateCredential after
-// a hello made from the cache. A TPM whose EK is not the cached one drops
-// the cache and the chain, so the next attestation starts afresh.
+// a hello made from the cache (one TPM2_ReadPublic with a kept EK). A TPM
+// whose EK is not the cached one drops the cache and the chain, so the
+// next attestation starts afresh.
 func (s *Session) needEK() error {
 	if s.ek != nil {
 		return nil
 	}
-	ek, err := s.tpm.EK(s.cfg.EKAlgorithm)
-	if err != nil {
-		return fmt.Errorf("endorsement key: %w", err)
+	var ek *tpm.EK
+	if blob := s.loadEKBlob(); blob != nil {
+		ek, _ = s.tpm.EKFromCache(blob)
+	}
+	if ek == nil {
+		var err error
+		if ek, err = s.tpm.EK(s.cfg.EKAlgorithm); err != nil {
+			return fmt.Errorf("endorsement key: %w", err)
+		}
 	}
 	if !bytes.Equal(ek.PublicDER, s.ekPub) {
 		os.Remove(s.ekCachePath())

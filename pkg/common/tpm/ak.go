@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
@@ -122,7 +123,8 @@ type AKParams struct {
 type AK struct {
 	handle  uint32
 	name    tpm2.TPM2BName
-	private []byte // TPM2B_PRIVATE contents, SRK-wrapped
+	parent  tpm2.TPM2BName // the SRK's Name, kept in the blob
+	private []byte         // TPM2B_PRIVATE contents, SRK-wrapped
 	params  AKParams
 	pub     crypto.PublicKey
 	closed  bool
@@ -140,23 +142,25 @@ type akBlob struct {
 	CreateSignature   []byte
 	Name              string
 	Blob              []byte `json:"KeyBlob"`
+	// ParentName is the SRK's TPM Name (tpmid's addition; go-attestation
+	// ignores it). With it LoadAK needs no TPM2_ReadPublic of the SRK: the
+	// Name only fills go-tpm's handle bookkeeping, since the SRK is
+	// authorised by an (empty) password, which involves no Name; a stale
+	// one changes nothing the TPM checks.
+	ParentName []byte `json:",omitempty"`
 }
 
 const keyEncodingEncrypted = 2
 
 // srk returns the storage root key's handle and Name: TPM2_ReadPublic of
-// 0x81000001 the first time (cached after), or, if it is missing,
-// TPM2_CreatePrimary of the TCG RSA-2048 SRK template under the owner
-// hierarchy and TPM2_EvictControl to 0x81000001 (empty owner auth).
+// 0x81000001, or, if it is missing, TPM2_CreatePrimary of the TCG RSA-2048
+// SRK template under the owner hierarchy and TPM2_EvictControl to
+// 0x81000001 (empty owner auth).
 func (t *TPM) srk() (tpm2.AuthHandle, error) {
-	if t.s.srk != nil {
-		return tpm2.AuthHandle{Handle: srkHandle, Name: *t.s.srk, Auth: tpm2.PasswordAuth(nil)}, nil
-	}
 	tp := t.tp()
 	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp)
 	if err == nil {
-		t.s.srk = &rsp.Name
-		return t.srk()
+		return tpm2.AuthHandle{Handle: srkHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, nil
 	}
 	cp, cerr := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
@@ -173,8 +177,7 @@ func (t *TPM) srk() (tpm2.AuthHandle, error) {
 	if err := errors.Join(eerr, t.flush(uint32(cp.ObjectHandle))); err != nil {
 		return tpm2.AuthHandle{}, fmt.Errorf("TPM2_EvictControl of the SRK to 0x%08x: %w", uint32(srkHandle), err)
 	}
-	t.s.srk = &cp.Name
-	return t.srk()
+	return tpm2.AuthHandle{Handle: srkHandle, Name: cp.Name, Auth: tpm2.PasswordAuth(nil)}, nil
 }
 
 // NewAK creates an AK (TPM2_Create under the SRK, TPM2_Load, then
@@ -242,6 +245,7 @@ func (t *TPM) loadAK(parent tpm2.AuthHandle, private, public []byte) (*AK, error
 	return &AK{
 		handle:  uint32(lr.ObjectHandle),
 		name:    lr.Name,
+		parent:  parent.Name,
 		private: private,
 		params:  AKParams{Public: public},
 		pub:     key,
@@ -249,9 +253,10 @@ func (t *TPM) loadAK(parent tpm2.AuthHandle, private, public []byte) (*AK, error
 }
 
 // LoadAK loads an AK from a blob made by (*AK).Blob, or by go-attestation
-// (tpmid before 2026-11-25), with TPM2_Load under the SRK. The blob's
-// private part is encrypted by the SRK, so it loads only in the TPM that
-// made it.
+// (tpmid before 2026-11-25), with TPM2_Load under the SRK: one command
+// when the blob names the SRK (ParentName), else TPM2_ReadPublic of the
+// SRK first. The blob's private part is encrypted by the SRK, so it loads
+// only in the TPM that made it.
 func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 	if len(blob) > MaxAKBlob {
 		return nil, fmt.Errorf("AK blob of %d bytes: %w (bound %d)", len(blob), ErrTooLarge, MaxAKBlob)
@@ -267,8 +272,11 @@ func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 		return nil, err
 	}
 	defer t.unlock()
-	parent, err := t.srk()
-	if err != nil {
+	var parent tpm2.AuthHandle
+	var err error
+	if len(b.ParentName) > 0 {
+		parent = tpm2.AuthHandle{Handle: srkHandle, Name: tpm2.TPM2BName{Buffer: b.ParentName}, Auth: tpm2.PasswordAuth(nil)}
+	} else if parent, err = t.srk(); err != nil {
 		return nil, err
 	}
 	ak, err := t.loadAK(parent, b.Blob, b.Public)
@@ -288,7 +296,7 @@ func (k *AK) Blob() ([]byte, error) {
 		Encoding: keyEncodingEncrypted, TPMVersion: 2,
 		Public: k.params.Public, CreateData: k.params.CreateData,
 		CreateAttestation: k.params.CreateAttestation, CreateSignature: k.params.CreateSignature,
-		Blob: k.private,
+		Blob: k.private, ParentName: k.parent.Buffer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("serialising AK: %w", err)
@@ -365,32 +373,36 @@ func (t *TPM) activate(ak *AK, ek *EK, cred, sec []byte) (out []byte, err error)
 	}
 	defer func() { err = errors.Join(err, release()) }()
 	tp := t.tp()
-	sess, _, err := tpm2.PolicySession(tp, ek.spec.nameAlg, 16)
-	if err != nil {
-		return nil, fmt.Errorf("TPM2_StartAuthSession: %w", err)
-	}
+	// A one-off session (continueSession clear): the TPM flushes it when
+	// TPM2_ActivateCredential succeeds, go-tpm when the command fails; a
+	// session left by a failure before that is flushed below.
+	sess := tpm2.Policy(ek.spec.nameAlg, 16, func(tp transport.TPM, h tpm2.TPMISHPolicy, nonce tpm2.TPM2BNonce) error {
+		if _, err := (tpm2.PolicySecret{
+			AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+			PolicySession: h,
+			NonceTPM:      nonce,
+		}).Execute(tp); err != nil {
+			return fmt.Errorf("TPM2_PolicySecret(endorsement): %w", err)
+		}
+		if ek.spec.high {
+			if _, err := (tpm2.PolicyOr{
+				PolicySession: h,
+				PHashList: tpm2.TPMLDigest{Digests: []tpm2.TPM2BDigest{
+					{Buffer: policyA(ek.spec.nameAlg)}, {Buffer: policyC(ek.spec.nameAlg)},
+				}},
+			}).Execute(tp); err != nil {
+				return fmt.Errorf("TPM2_PolicyOR: %w", err)
+			}
+		}
+		return nil
+	})
 	defer func() {
-		if cerr := t.flush(uint32(sess.Handle())); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("flushing the policy session: %w", cerr))
+		if h := sess.Handle(); err != nil && h != tpm2.TPMRHNull {
+			if ferr := t.flush(uint32(h)); ferr != nil && !isHandleError(ferr) {
+				err = errors.Join(err, fmt.Errorf("flushing the policy session: %w", ferr))
+			}
 		}
 	}()
-	if _, err := (tpm2.PolicySecret{
-		AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-		PolicySession: sess.Handle(),
-		NonceTPM:      sess.NonceTPM(),
-	}).Execute(tp); err != nil {
-		return nil, fmt.Errorf("TPM2_PolicySecret(endorsement): %w", err)
-	}
-	if ek.spec.high {
-		if _, err := (tpm2.PolicyOr{
-			PolicySession: sess.Handle(),
-			PHashList: tpm2.TPMLDigest{Digests: []tpm2.TPM2BDigest{
-				{Buffer: policyA(ek.spec.nameAlg)}, {Buffer: policyC(ek.spec.nameAlg)},
-			}},
-		}).Execute(tp); err != nil {
-			return nil, fmt.Errorf("TPM2_PolicyOR: %w", err)
-		}
-	}
 	rsp, err := tpm2.ActivateCredential{
 		ActivateHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name, Auth: tpm2.PasswordAuth(nil)},
 		KeyHandle:      tpm2.AuthHandle{Handle: tpm2.TPMHandle(ekHandle), Name: tpm2.TPM2BName{Buffer: ek.name}, Auth: sess},
@@ -449,3 +461,7 @@ func (t *TPM) Quote(ak *AK, extraData []byte, bank pcrs.Alg, pcrList []int) (att
 	}
 	return q.Quoted.Bytes(), tpm2.Marshal(q.Signature), nil
 }
+
+// isHandleError reports a TPM_RC_HANDLE answer: the handle is not loaded
+// (already flushed).
+func isHandleError(err error) bool { return errors.Is(err, tpm2.TPMRCHandle) }

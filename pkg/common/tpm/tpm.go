@@ -46,7 +46,6 @@ type shared struct {
 	mu     sync.Mutex
 	ch     *channel
 	closed bool
-	srk    *tpm2.TPM2BName // the SRK's Name once read, so a later AK load skips TPM2_ReadPublic
 }
 
 // WithContext returns a view of t whose calls stop with ctx.Err() before

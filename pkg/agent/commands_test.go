@@ -1,0 +1,192 @@
+package agent_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"maps"
+	"math/big"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tpmid/tpmid/internal/testmachine"
+	"github.com/tpmid/tpmid/pkg/agent"
+	"github.com/tpmid/tpmid/pkg/common/tpm"
+	"github.com/tpmid/tpmid/pkg/server/session"
+)
+
+// akCA is a minimal AK CA behind the session's AKIssuer port, enough for
+// the fast path.
+type akCA struct {
+	key  crypto.Signer
+	root *x509.Certificate
+	n    int64
+}
+
+func newAKCA(t *testing.T) *akCA {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ak ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := x509.ParseCertificate(der)
+	return &akCA{key: key, root: root, n: 1}
+}
+
+func (c *akCA) IssueAK(_ context.Context, f *session.Facts, id spiffeid.ID) ([][]byte, error) {
+	c.n++
+	u, _ := url.Parse(id.String())
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(c.n), Subject: pkix.Name{CommonName: f.EKHash},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour), URIs: []*url.URL{u},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.root, f.AKPublic, c.key)
+	return [][]byte{der}, err
+}
+
+func (c *akCA) CheckAK(_ context.Context, chain [][]byte, f *session.Facts, ak crypto.PublicKey, id spiffeid.ID) (time.Time, error) {
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return time.Time{}, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c.root)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return time.Time{}, err
+	}
+	if eq, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ak) || leaf.Subject.CommonName != f.EKHash || leaf.URIs[0].String() != id.String() {
+		return time.Time{}, errors.New("another AK, EK or agent")
+	}
+	return leaf.NotAfter, nil
+}
+
+func (c *akCA) Renew(time.Time) bool { return false }
+
+// relay runs one attestation through Next on both sides, as the plugin
+// shells do, and returns the agent's TPM commands by code.
+func relay(t *testing.T, m *testmachine.Machine, cfg *session.Config, acfg agent.Config) (fast bool, counts map[uint32]uint64) {
+	t.Helper()
+	before := m.TPM.CommandCounts()
+	as, msg, err := agent.BeginWith(m.TPM, acfg)
+	if err != nil {
+		t.Fatalf("agent begin: %v", err)
+	}
+	s := session.New(cfg)
+	for round := 0; ; round++ {
+		reply, res, err := s.Next(context.Background(), msg)
+		if err != nil {
+			t.Fatalf("server round %d: %v", round, err)
+		}
+		if res != nil {
+			break
+		}
+		if msg, err = as.Next(reply); err != nil {
+			t.Fatalf("agent round %d: %v", round, err)
+		}
+	}
+	fast = as.FastPath()
+	if err := as.Close(); err != nil {
+		t.Fatal(err)
+	}
+	counts = m.TPM.CommandCounts()
+	for k, v := range before {
+		if counts[k] -= v; counts[k] == 0 {
+			delete(counts, k)
+		}
+	}
+	return fast, counts
+}
+
+// TPM command codes (TPM 2.0 Part 2, TPM_CC).
+var ccNames = map[uint32]string{
+	0x120: "EvictControl", 0x131: "CreatePrimary", 0x147: "ActivateCredential", 0x14A: "CertifyCreation",
+	0x14E: "NV_Read", 0x151: "PolicySecret", 0x153: "Create", 0x157: "Load", 0x158: "Quote",
+	0x165: "FlushContext", 0x169: "NV_ReadPublic", 0x171: "PolicyOR", 0x173: "ReadPublic",
+	0x176: "StartAuthSession", 0x17A: "GetCapability", 0x17E: "PCR_Read",
+}
+
+func render(c map[uint32]uint64) string {
+	var out string
+	var total uint64
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		out += fmt.Sprintf("%s:%d ", ccNames[k], c[k])
+		total += c[k]
+	}
+	return fmt.Sprintf("%d commands: %s", total, out)
+}
+
+// TestAgentCommandCounts pins the agent's TPM commands, by command code,
+// for the three kinds of attestation (issue 11), with the RSA-2048 EK
+// certificate in NV and the EK persisted, one sha256 bank (SRK already
+// persisted by an earlier AK):
+//
+//   - first attestation with a fresh AK: EK discovery (2 GetCapability,
+//     NV_ReadPublic, NV_Read, ReadPublic), AK creation (ReadPublic of the
+//     SRK, Create, Load, CertifyCreation), activation (StartAuthSession,
+//     PolicySecret, ActivateCredential; the session flushes itself), Quote,
+//     one PCR_Read, AK flush;
+//   - first attestation with the AK kept in data_dir (no AK certificate):
+//     the kept EK checked by one ReadPublic, Load (the blob names the SRK),
+//     activation, Quote, PCR_Read, flush: at most 12 (issue 11), 8 here;
+//   - the fast path (kept AK and AK certificate): Load, Quote, PCR_Read,
+//     flush, and no EK command: at most 6, 4 here.
+func TestAgentCommandCounts(t *testing.T) {
+	m := testmachine.NewWith(t, testmachine.Options{EK: tpm.EKRSA})
+	// Persist the SRK first, as any earlier attestation on the machine has.
+	if ak, err := m.TPM.NewAK(tpm.AKP256); err != nil {
+		t.Fatal(err)
+	} else {
+		ak.Close(m.TPM)
+	}
+	full := serverConfig(t, m)
+	withCA := serverConfig(t, m)
+	withCA.Issuer = newAKCA(t)
+	acfg := agent.Config{DataDir: t.TempDir(), Hostname: "node-1"}
+
+	for _, step := range []struct {
+		name string
+		cfg  *session.Config
+		fast bool
+		want map[uint32]uint64
+		max  uint64
+	}{
+		{"first attestation, fresh AK", full, false, map[uint32]uint64{
+			0x17A: 2, 0x169: 1, 0x14E: 1, 0x173: 2, 0x153: 1, 0x157: 1, 0x14A: 1,
+			0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 0},
+		{"first attestation, kept AK", full, false, map[uint32]uint64{
+			0x173: 1, 0x157: 1, 0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 12},
+		{"kept AK, the CA issues its certificate", withCA, false, nil, 12},
+		{"fast path", withCA, true, map[uint32]uint64{0x157: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 6},
+	} {
+		fast, got := relay(t, m, step.cfg, acfg)
+		t.Logf("%s: %s", step.name, render(got))
+		if fast != step.fast {
+			t.Errorf("%s: fast path %v, want %v", step.name, fast, step.fast)
+		}
+		if step.want != nil && !maps.Equal(got, step.want) {
+			t.Errorf("%s: %s, want %s", step.name, render(got), render(step.want))
+		}
+		var total uint64
+		for _, v := range got {
+			total += v
+		}
+		if step.max != 0 && total > step.max {
+			t.Errorf("%s: %d TPM commands, want at most %d", step.name, total, step.max)
+		}
+	}
+	if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
+		t.Errorf("handles left loaded: %v %v", h, err)
+	}
+}
