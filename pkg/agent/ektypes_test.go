@@ -120,6 +120,7 @@ func TestEKAKMatrix(t *testing.T) {
 					start := time.Now()
 					res, err := attest(t, m, agent.Config{EKAlgorithm: ekAlg, AKAlgorithm: akAlg, Hostname: "node-1"}, nil)
 					took := time.Since(start)
+					n, after := m.TPM.Commands()-before, m.TPM.CommandCounts()
 					if err != nil {
 						t.Fatalf("attestation refused: %v", err)
 					}
@@ -129,7 +130,7 @@ func TestEKAKMatrix(t *testing.T) {
 					if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
 						t.Errorf("handles left loaded: %v %v", h, err)
 					}
-					report = append(report, fmt.Sprintf("%-8s %-8s %-16s %3d commands %8s  %s", ekAlg, akAlg, ek.Template, m.TPM.Commands()-before, took.Round(time.Millisecond), codes(counts, m.TPM.CommandCounts())))
+					report = append(report, fmt.Sprintf("%-8s %-8s %-16s %3d commands %8s  %s", ekAlg, akAlg, ek.Template, n, took.Round(time.Millisecond), codes(counts, after)))
 				})
 			}
 		})
