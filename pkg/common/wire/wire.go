@@ -57,7 +57,9 @@ const (
 	// evidence just over it still arrives and is refused with our own
 	// message naming the size and the limit. It holds the largest event
 	// log the server parses (2 MiB, eventlog.DefaultLimits.MaxLogSize,
-	// about 2.7 MiB in base64) with room for the quotes and PCR values.
+	// about 2.7 MiB in version 1's base64; 2 MiB plus at most 37 KB of
+	// header in the version 2 envelope) with room for the quotes and PCR
+	// values.
 	DefaultMaxEvidence  = 4<<20 - 64<<10
 	DefaultMaxChallenge = 16 << 10
 )

@@ -294,7 +294,10 @@ func FuzzDecodeEvidence(f *testing.F) {
 		e.Quotes = []Quote{{Bank: "sha1", Attest: att, Signature: sig}}
 		e.EventLog = log
 	}
+	e.Version = Version1
 	f.Add(mustEncode(f, e))
+	// The version 2 envelope of the same real quote and log.
+	f.Add(mustEncodeEvidence(f, realEvidence(f)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := DecodeEvidence(b, DefaultMaxEvidence)
 		if err != nil {

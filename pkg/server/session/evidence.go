@@ -53,7 +53,7 @@ func (s *Session) evidenceStep(ctx context.Context, evidenceRaw []byte) ([]byte,
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &Result{AgentID: id, Selectors: appraise.Selectors(selectorFacts(&s.facts, adm), cfg.PCRSelectors),
+	res := &Result{AgentID: id, Selectors: appraise.Selectors(selectorFacts(&s.facts, adm, cfg.PCRSelectors), cfg.PCRSelectors),
 		Facts: &s.facts, Admission: adm, FastPath: s.fast}
 	if cfg.Issuer == nil || (s.fast && !cfg.Issuer.Renew(s.akNotAfter)) {
 		return nil, res, nil

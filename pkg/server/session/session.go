@@ -1,6 +1,7 @@
-// Package session runs the server side of one protocol v1 attestation as
-// a sequence of steps, hello -> challenge -> evidence -> verdict, each fed
-// one agent message by Next. It holds no connection and no database: it
+// Package session runs the server side of one attestation (protocol
+// version 1 or 2, as the hello says; docs/protocol.md) as a sequence of
+// steps, hello -> challenge -> evidence -> verdict, each fed one agent
+// message by Next. It holds no connection and no database: it
 // talks to small injected ports (EK admission, the node store) and takes a
 // context that reaches every one of them, so a cancelled stream stops the
 // work. The plugin shell only relays messages and maps errors to gRPC codes.
@@ -10,9 +11,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -235,9 +238,10 @@ func (s *Session) End(ctx context.Context, err error) {
 func (s *Session) Facts() *Facts { return &s.facts }
 
 // selectorFacts turns the verified facts and the admission into the input
-// of appraise.Selectors.
-func selectorFacts(f *Facts, a *Admission) appraise.Facts {
-	sf := appraise.Facts{EKHash: f.EKHash, PCRs: map[string]string{}}
+// of appraise.Selectors. The PCR values are formatted only when pcr
+// selectors are on (withPCRs): otherwise nothing reads them.
+func selectorFacts(f *Facts, a *Admission, withPCRs bool) appraise.Facts {
+	sf := appraise.Facts{EKHash: f.EKHash}
 	if f.EK != nil {
 		sf.Manufacturer, sf.Model, sf.Version, sf.EKIssuer, sf.EKQuirk = f.EK.Manufacturer, f.EK.Model, f.EK.Version, f.EK.Issuer, f.EK.Quirk
 		for _, q := range f.EK.ChainQuirks {
@@ -247,10 +251,13 @@ func selectorFacts(f *Facts, a *Admission) appraise.Facts {
 	if f.SecureBoot != nil && f.SecureBoot.Mode != eventlog.SecureBootUnknown {
 		sf.SecureBoot = f.SecureBoot.Mode.String()
 	}
-	for _, bank := range f.PCRs.Banks() {
-		for _, idx := range f.PCRs.Indices(bank) {
-			v, _ := f.PCRs.Get(bank, idx)
-			sf.PCRs[fmt.Sprintf("%s:%d", bank, idx)] = fmt.Sprintf("%x", v)
+	if withPCRs {
+		sf.PCRs = map[string]string{}
+		for _, bank := range f.PCRs.Banks() {
+			for _, idx := range f.PCRs.Indices(bank) {
+				v, _ := f.PCRs.Get(bank, idx)
+				sf.PCRs[bank.String()+":"+strconv.Itoa(idx)] = hex.EncodeToString(v)
+			}
 		}
 	}
 	if a != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -185,6 +186,10 @@ func TestAttestation(t *testing.T) {
 		}
 		if n != 8 {
 			t.Errorf("%d pcr selectors, want 8: %v", n, res.Selectors)
+		}
+		v, _ := res.Facts.PCRs.Get(pcrs.SHA256, 7)
+		if want := fmt.Sprintf("pcr:sha256:7:%x", v); !contains(res.Selectors, want) {
+			t.Errorf("selectors %v lack %q", res.Selectors, want)
 		}
 	})
 
