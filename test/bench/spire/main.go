@@ -23,7 +23,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,7 +41,7 @@ func main() { os.Exit(run()) }
 func run() int {
 	n := flag.Int("n", 10, "attestations of each kind")
 	logs := flag.String("logs", "", "folder for every config and log (default: a temporary folder, removed unless the run fails)")
-	level := flag.String("log-level", "INFO", "spire-server and spire-agent log level, the same for both kinds")
+	level := flag.String("log-level", "DEBUG", "spire-server and spire-agent log level, the same for both kinds (DEBUG: the tpmid agent plugin logs its TPM time)")
 	ak := flag.String("ak", "", "tpmid ak_algorithm (ecdsa or rsa; default the plugin's)")
 	flag.Parse()
 
@@ -79,6 +82,7 @@ func run() int {
 	}
 
 	runs := 0
+	var parts []phases
 	tpmid := func() (time.Duration, error) {
 		runs++
 		a, err := env.AttestAs(ctx, srv, node, fmt.Sprintf("tpmid-agent-%d", runs), demo.AgentOptions{LogLevel: *level, AKAlgorithm: *ak})
@@ -86,6 +90,7 @@ func run() int {
 			return 0, err
 		}
 		a.Agent.Stop()
+		parts = append(parts, agentPhases(a.Agent.Log()))
 		return a.Duration, nil
 	}
 	joinToken := func() (time.Duration, error) {
@@ -106,6 +111,7 @@ func run() int {
 		return fail(fmt.Errorf("warm-up (join_token): %w", err))
 	}
 	var tt, jt []time.Duration
+	parts = nil // not the warm-up's
 	for i := range *n {
 		d, err := tpmid()
 		if err != nil {
@@ -122,6 +128,22 @@ func run() int {
 	mt, mj := median(tt), median(jt)
 	ratio := float64(mt) / float64(mj)
 	fmt.Printf("median: tpmid %.1f ms, join_token %.1f ms, ratio %.2f\n", msf(mt), msf(mj), ratio)
+	var up, busy []time.Duration
+	for _, p := range parts {
+		if p.pluginUp > 0 {
+			up = append(up, p.pluginUp)
+		}
+		if p.busy > 0 {
+			busy = append(busy, p.busy)
+		}
+	}
+	if len(up) > 0 {
+		fmt.Printf("tpmid, medians: spire-agent start to the agent plugin's first log line (process, plugin_checksum, go-plugin handshake) %.1f ms", msf(median(up)))
+		if len(busy) > 0 {
+			fmt.Printf("; the agent plugin's own TPM work (plugin_busy_ms) %.1f ms", msf(median(busy)))
+		}
+		fmt.Println()
+	}
 	verdict := "met"
 	if ratio > goalRatio {
 		verdict = "NOT met"
@@ -145,4 +167,42 @@ func median(ds []time.Duration) time.Duration {
 func fail(err error) int {
 	fmt.Fprintln(os.Stderr, "bench-spire:", err)
 	return 1
+}
+
+// phases is what a tpmid agent's log tells of where its time went.
+type phases struct {
+	pluginUp time.Duration // agent start to the plugin's first log line
+	busy     time.Duration // the plugin's plugin_busy_ms
+}
+
+var (
+	startRe      = regexp.MustCompile(`(?m)^### (\S+): `)
+	pluginTSRe   = regexp.MustCompile(`subsystem_name=tpm\.tpmid-agent-plugin[^\n]*timestamp="?([0-9TZ:.\-]+)"?`)
+	pluginBusyRe = regexp.MustCompile(`plugin_busy_ms=([0-9.]+)`)
+)
+
+// agentPhases reads the harness's start line (RFC 3339, nanoseconds) and
+// the agent plugin's hclog timestamps (milliseconds) from an agent's log;
+// zero when absent.
+func agentPhases(log string) phases {
+	var p phases
+	m := startRe.FindStringSubmatch(log)
+	if m == nil {
+		return p
+	}
+	start, err := time.Parse(time.RFC3339Nano, strings.TrimSuffix(m[1], ":"))
+	if err != nil {
+		return p
+	}
+	if m := pluginTSRe.FindStringSubmatch(log); m != nil {
+		if t, err := time.Parse("2006-01-02T15:04:05.000Z07:00", m[1]); err == nil && t.After(start) {
+			p.pluginUp = t.Sub(start)
+		}
+	}
+	if m := pluginBusyRe.FindStringSubmatch(log); m != nil {
+		if ms, err := strconv.ParseFloat(m[1], 64); err == nil {
+			p.busy = time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	return p
 }
