@@ -371,7 +371,7 @@ func checkEvidence(e *Evidence) error {
 			return err
 		}
 	}
-	if _, err := e.Values(); err != nil {
+	if _, err := e.values(false); err != nil {
 		return err
 	}
 	if len(e.ActivationProof) != 0 {
@@ -382,8 +382,12 @@ func checkEvidence(e *Evidence) error {
 	return nil
 }
 
-// Values converts the evidence's PCR values, checking banks, indices and sizes.
-func (e *Evidence) Values() (pcrs.Values, error) {
+// Values converts the evidence's PCR values, checking banks, indices and
+// sizes. The values are copies: verified facts outlive the message, which a
+// version 2 evidence aliases.
+func (e *Evidence) Values() (pcrs.Values, error) { return e.values(true) }
+
+func (e *Evidence) values(clone bool) (pcrs.Values, error) {
 	out := pcrs.Values{}
 	for name, bank := range e.PCRs {
 		a, err := pcrs.ParseAlg(name)
@@ -396,6 +400,9 @@ func (e *Evidence) Values() (pcrs.Values, error) {
 			}
 			if len(v) != a.Size() {
 				return nil, malformed("PCR values: bank %s PCR %d is %d bytes, want %d", name, i, len(v), a.Size())
+			}
+			if clone {
+				v = bytes.Clone(v)
 			}
 			out.Set(a, i, v)
 		}
