@@ -104,6 +104,8 @@ type storeRun struct {
 	half    *phase
 	rssKiB  int
 	skipped string
+	// countsSessions: the phases say how many database sessions opened.
+	countsSessions bool
 }
 
 func (s *storeRun) best() *phase {
@@ -172,7 +174,7 @@ func run(ctx context.Context, o *options) error {
 		var sr *storeRun
 		switch strings.TrimSpace(name) {
 		case "sqlite":
-			sr, err = measureStore(ctx, o, pluginPath, "SQLite", filepath.Join(dir, "tpmid.db"), bundle, attesters)
+			sr, err = measureStore(ctx, o, pluginPath, "SQLite", filepath.Join(dir, "tpmid.db"), bundle, attesters, nil)
 		case "postgres":
 			sr, err = measurePostgres(ctx, o, pluginPath, bundle, attesters)
 		default:
@@ -236,7 +238,11 @@ server_name = "bench-load"
 }
 
 // measureStore starts the plugin on store and runs every phase.
-func measureStore(ctx context.Context, o *options, pluginPath, name, store, bundle string, attesters []*softagent.Attester) (*storeRun, error) {
+//
+// sessions, when not nil, counts the database sessions opened so far
+// (PostgreSQL's pg_stat_database.sessions for the bench database): a pool
+// that closes and reopens connections under load shows there.
+func measureStore(ctx context.Context, o *options, pluginPath, name, store, bundle string, attesters []*softagent.Attester, sessions func() int64) (*storeRun, error) {
 	var env []string
 	if o.cpuprofile != "" {
 		env = append(env, profileEnvVar+"="+filepath.Join(o.cpuprofile, strings.ToLower(name)+".pprof"))
@@ -249,7 +255,18 @@ func measureStore(ctx context.Context, o *options, pluginPath, name, store, bund
 	if err := p.configure(ctx, trustDomain, pluginData(bundle, store)); err != nil {
 		return nil, fmt.Errorf("%s: Configure: %w", name, err)
 	}
-	sr := &storeRun{name: name}
+	sr := &storeRun{name: name, countsSessions: sessions != nil}
+	measure := func(phaseName string, pid int, load func(*recorder)) *phase {
+		var s0 int64
+		if sessions != nil {
+			s0 = sessions()
+		}
+		ph := measure(phaseName, pid, load)
+		if sessions != nil {
+			ph.sessions = sessions() - s0
+		}
+		return ph
+	}
 	maxConc := o.concurrency[0]
 	for _, c := range o.concurrency {
 		maxConc = max(maxConc, c)
@@ -304,7 +321,17 @@ func measurePostgres(ctx context.Context, o *options, pluginPath, bundle string,
 		return nil, err
 	}
 	dsn := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, db)
-	return measureStore(ctx, o, pluginPath, "PostgreSQL", dsn, bundle, attesters)
+	sessions := func() int64 {
+		var n int64
+		// pg_stat_database is updated when a session ends and read from a
+		// snapshot per transaction: clear it so each read is fresh.
+		_, _ = admin.Exec(ctx, "SELECT pg_stat_clear_snapshot()")
+		if err := admin.QueryRow(ctx, "SELECT sessions FROM pg_stat_database WHERE datname = $1", db).Scan(&n); err != nil {
+			return 0
+		}
+		return n
+	}
+	return measureStore(ctx, o, pluginPath, "PostgreSQL", dsn, bundle, attesters, sessions)
 }
 
 func redact(dsn string) string {
@@ -336,7 +363,7 @@ func report(sr *storeRun) {
 	}
 	fmt.Printf("\n%s store\n", sr.name)
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "phase\tok\tfailed\tatt/s\tp50 ms\tp99 ms\tplugin CPU\tharness CPU\tharness share\tplugin µs CPU/att\t")
+	fmt.Fprintln(w, "phase\tok\tfailed\tatt/s\tp50 ms\tp99 ms\tplugin CPU\tharness CPU\tpostgres CPU\tothers' CPU\tharness share\tplugin µs CPU/att\t")
 	for _, p := range append(append([]*phase{sr.enroll}, sr.closed...), sr.half) {
 		cores := func(d time.Duration) string { return fmt.Sprintf("%.2f cores", d.Seconds()/p.wall.Seconds()) }
 		share := 0.0
@@ -347,16 +374,19 @@ func report(sr *storeRun) {
 		if p.ok > 0 {
 			per = float64(p.pluginCPU.Microseconds()) / float64(p.ok)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.0f%%\t%.0f\t\n", p.name, p.ok, p.failed, p.rate(),
-			ms(p.percentile(0.50)), ms(p.percentile(0.99)), cores(p.pluginCPU), cores(p.harnessCPU), share, per)
+		fmt.Fprintf(w, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%.0f\t\n", p.name, p.ok, p.failed, p.rate(),
+			ms(p.percentile(0.50)), ms(p.percentile(0.99)), cores(p.pluginCPU), cores(p.harnessCPU), cores(p.postgresCPU), cores(p.othersCPU()), share, per)
 	}
 	w.Flush()
 	for _, p := range append(append([]*phase{sr.enroll}, sr.closed...), sr.half) {
+		if sr.countsSessions {
+			fmt.Printf("  %s: %d database sessions opened for %d attestations\n", p.name, p.sessions, p.ok+p.failed)
+		}
 		if p.failed > 0 {
 			fmt.Printf("  %s: %d failed, first: %s\n", p.name, p.failed, p.firstErr)
 		}
 	}
-	fmt.Printf("plugin peak RSS (VmHWM): %.1f MiB\n\n", float64(sr.rssKiB)/1024)
+	fmt.Printf("plugin peak RSS (VmHWM): %.1f MiB; postgres CPU is every PostgreSQL server process's (whoever it served); others' CPU is the rest of the machine, postgres included\n\n", float64(sr.rssKiB)/1024)
 }
 
 // summary weighs the figures against the goals.

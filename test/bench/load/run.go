@@ -92,6 +92,15 @@ type phase struct {
 	lat         []time.Duration // successful attestations
 	harnessCPU  time.Duration
 	pluginCPU   time.Duration
+	machineCPU  time.Duration // every process's, this harness's and the plugin's included
+	postgresCPU time.Duration // every postgres process's (whoever it serves)
+	sessions    int64         // database sessions opened, when counted
+}
+
+// othersCPU is what the rest of the machine used meanwhile: the PostgreSQL
+// server, and whatever else shares the cores.
+func (p *phase) othersCPU() time.Duration {
+	return max(0, p.machineCPU-p.harnessCPU-p.pluginCPU)
 }
 
 func (p *phase) rate() float64 { return float64(p.ok) / p.wall.Seconds() }
@@ -134,14 +143,14 @@ func (r *recorder) add(d time.Duration, err error) {
 // both processes used meanwhile.
 func measure(name string, pid int, load func(*recorder)) *phase {
 	r := &recorder{}
-	h0, p0 := selfCPU(), procCPU(pid)
+	h0, p0, m0, g0 := selfCPU(), procCPU(pid), machineCPU(), commCPU("postgres")
 	start := time.Now()
 	load(r)
 	wall := time.Since(start)
-	h1, p1 := selfCPU(), procCPU(pid)
+	h1, p1, m1, g1 := selfCPU(), procCPU(pid), machineCPU(), commCPU("postgres")
 	slices.Sort(r.lat)
 	return &phase{name: name, ok: len(r.lat), failed: r.failed, firstErr: r.firstErr, wall: wall, lat: r.lat,
-		harnessCPU: h1 - h0, pluginCPU: p1 - p0}
+		harnessCPU: h1 - h0, pluginCPU: p1 - p0, machineCPU: m1 - m0, postgresCPU: max(0, g1-g0)}
 }
 
 // closedLoop keeps n attestations in flight for d: each worker starts its
@@ -247,6 +256,55 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// commCPU is the CPU time of every process named comm (the PostgreSQL
+// server's backends are all "postgres"). A backend that exits during a
+// phase takes its time with it, so this is a lower bound.
+func commCPU(comm string) time.Duration {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(b)) != comm {
+			continue
+		}
+		total += procCPU(pid)
+	}
+	return total
+}
+
+// machineCPU is the busy CPU time of the whole machine, from /proc/stat's
+// cpu line: everything but idle and iowait.
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest and guest_nice are already in user and nice
+			break
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks
 }
 
 // peakRSS is VmHWM of process pid, in KiB.
