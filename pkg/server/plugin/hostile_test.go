@@ -126,12 +126,15 @@ func (a *attempt) end() (*servernav1.AgentAttributes, error) {
 
 // padded appends JSON whitespace to evidence up to size bytes: the same
 // evidence, as large as the test wants.
+// padded grows evidence to size bytes with trailing zeros. The version 2
+// envelope has no room for padding, so padded evidence is judged and refused
+// as malformed ("trailing data") when it gets past gRPC and the size bound.
 func padded(t *testing.T, evidence []byte, size int) []byte {
 	t.Helper()
 	if len(evidence) > size {
 		t.Fatalf("evidence is %d bytes, more than %d", len(evidence), size)
 	}
-	return append(bytes.Clone(evidence), bytes.Repeat([]byte{' '}, size-len(evidence))...)
+	return append(bytes.Clone(evidence), make([]byte, size-len(evidence))...)
 }
 
 func wantRefusal(t *testing.T, err error, code codes.Code, fragments ...string) {
@@ -147,10 +150,11 @@ func wantRefusal(t *testing.T, err error, code codes.Code, fragments ...string) 
 }
 
 // TestEvidenceSizeOverGRPC: evidence up to max_evidence_size gets through
-// gRPC and is judged; one byte more is refused by tpmid with the size and
-// the limit, not by gRPC. At the configurable ceiling (wire.MaxTransported)
-// the last byte gRPC carries is still admitted, and the next is gRPC's
-// refusal: that is the transport limit the ceiling stands for.
+// gRPC and is judged (padded, it is refused as malformed for its trailing
+// data, not for its size); one byte more is refused by tpmid with the size
+// and the limit, not by gRPC. At the configurable ceiling
+// (wire.MaxTransported) the last byte gRPC carries is still judged, and the
+// next is gRPC's refusal: that is the transport limit the ceiling stands for.
 func TestEvidenceSizeOverGRPC(t *testing.T) {
 	m := testmachine.New(t)
 
@@ -178,13 +182,8 @@ func TestEvidenceSizeOverGRPC(t *testing.T) {
 			h := newHostile(t, m, tc.hcl)
 
 			a := h.open(t)
-			attrs, err := a.verdict(t, padded(t, a.evidence(t, a.challenge(t)), tc.limit))
-			if err != nil {
-				t.Fatalf("evidence of exactly %d bytes refused: %v", tc.limit, err)
-			}
-			if want := "spiffe://example.org/spire/agent/tpm/" + m.EKHash; attrs.SpiffeId != want {
-				t.Errorf("agent ID %s, want %s", attrs.SpiffeId, want)
-			}
+			_, err := a.verdict(t, padded(t, a.evidence(t, a.challenge(t)), tc.limit))
+			wantRefusal(t, err, codes.InvalidArgument, "(malformed)", "trailing data")
 
 			a = h.open(t)
 			_, err = a.verdict(t, padded(t, a.evidence(t, a.challenge(t)), tc.limit+1))
@@ -271,29 +270,47 @@ func TestProtocolVersion(t *testing.T) {
 	m := testmachine.New(t)
 	h := newHostile(t, m, "")
 
-	t.Run("hello version 2", func(t *testing.T) {
+	t.Run("hello version 3", func(t *testing.T) {
 		a := h.open(t)
 		var hello wire.Hello
 		if err := json.Unmarshal(a.hello, &hello); err != nil {
 			t.Fatal(err)
 		}
-		hello.Version = 2
+		hello.Version = 3
 		raw, _ := wire.Encode(hello)
 		a.sendHello(t, raw)
 		_, err := a.end()
-		wantRefusal(t, err, codes.InvalidArgument, "(version_unsupported)", "hello has unsupported protocol version 2")
+		wantRefusal(t, err, codes.InvalidArgument, "(version_unsupported)", "hello has unsupported protocol version 3")
 	})
 
-	t.Run("evidence version 2", func(t *testing.T) {
+	t.Run("evidence version 3", func(t *testing.T) {
 		a := h.open(t)
-		var ev wire.Evidence
-		if err := json.Unmarshal(a.evidence(t, a.challenge(t)), &ev); err != nil {
+		ev, err := wire.DecodeEvidence(a.evidence(t, a.challenge(t)), 0)
+		if err != nil {
 			t.Fatal(err)
 		}
-		ev.Version = 2
-		raw, _ := wire.Encode(ev)
-		_, err := a.verdict(t, raw)
-		wantRefusal(t, err, codes.InvalidArgument, "(version_unsupported)", "evidence has unsupported protocol version 2")
+		ev.Version = 3
+		raw, err := wire.EncodeEvidence(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.verdict(t, raw)
+		wantRefusal(t, err, codes.InvalidArgument, "(version_unsupported)", "evidence has unsupported protocol version 3")
+	})
+
+	t.Run("version 1 evidence in a version 2 session", func(t *testing.T) {
+		a := h.open(t)
+		ev, err := wire.DecodeEvidence(a.evidence(t, a.challenge(t)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Version = wire.Version1
+		raw, err := wire.EncodeEvidence(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.verdict(t, raw)
+		wantRefusal(t, err, codes.InvalidArgument, "(version_unsupported)", "in a version 2 session")
 	})
 }
 
