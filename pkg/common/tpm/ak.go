@@ -154,8 +154,16 @@ const keyEncodingEncrypted = 2
 
 // srk returns the storage root key's handle and Name: TPM2_ReadPublic of
 // 0x81000001, or, if it is missing, TPM2_CreatePrimary of the TCG RSA-2048
-// SRK template under the owner hierarchy and TPM2_EvictControl to
-// 0x81000001 (empty owner auth).
+// SRK template under the *endorsement* hierarchy and TPM2_EvictControl to
+// 0x81000001 (empty endorsement and owner auth), exactly as go-attestation
+// made it. The hierarchy matters beyond blob compatibility: a TPM
+// obfuscates resetCount and restartCount in the quotes of keys outside the
+// endorsement and platform hierarchies (TPM 2.0 Part 1, 36.6; a value
+// derived from the signing key's qualified name), and the server's reboot
+// counter checks compare them across AKs, so AKs under an owner-hierarchy
+// SRK would look like counter rollbacks (found by the integration test
+// TestRestoredTPMSnapshotIsRefused). An SRK already at 0x81000001 is used
+// as it is.
 func (t *TPM) srk() (tpm2.AuthHandle, error) {
 	tp := t.tp()
 	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp)
@@ -163,7 +171,7 @@ func (t *TPM) srk() (tpm2.AuthHandle, error) {
 		return tpm2.AuthHandle{Handle: srkHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, nil
 	}
 	cp, cerr := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
 		InPublic:      tpm2.New2B(tpm2.RSASRKTemplate),
 	}.Execute(tp)
 	if cerr != nil {
