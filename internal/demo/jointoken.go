@@ -43,11 +43,10 @@ func (e *Env) StartServerWithJoinToken(ctx context.Context, name string, o Serve
 			o.Store = filepath.Join(dir, "tpmid.db")
 		}
 		sock := filepath.Join(sockDir, "server.sock")
-		conf := ServerConfig(dataDir, sock, port, e.Plugins.Server, e.Plugins.ServerSum, o)
-		if !strings.Contains(conf, "\nplugins {\n") {
-			return errors.New("server config has no plugins block to add join_token to")
+		conf, err := withJoinToken(ServerConfig(dataDir, sock, port, e.Plugins.Server, e.Plugins.ServerSum, o))
+		if err != nil {
+			return err
 		}
-		conf = strings.Replace(conf, "\nplugins {\n", "\nplugins {\n"+joinTokenAttestor, 1)
 		confPath := filepath.Join(dir, "server.conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 			return err
@@ -68,6 +67,14 @@ func (e *Env) StartServerWithJoinToken(ctx context.Context, name string, o Serve
 	return s, err
 }
 
+// withJoinToken adds the join_token NodeAttestor to a ServerConfig.
+func withJoinToken(conf string) (string, error) {
+	if !strings.Contains(conf, "\nplugins {\n") {
+		return "", errors.New("server config has no plugins block to add join_token to")
+	}
+	return strings.Replace(conf, "\nplugins {\n", "\nplugins {\n"+joinTokenAttestor, 1), nil
+}
+
 var tokenRe = regexp.MustCompile(`(?m)^Token:\s*(\S+)`)
 
 // JoinToken makes a one-time join token with `spire-server token generate`.
@@ -76,6 +83,12 @@ func (s *Server) JoinToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return parseToken(out)
+}
+
+// parseToken reads the token from `spire-server token generate`'s output
+// ("Token: <uuid>").
+func parseToken(out string) (string, error) {
 	m := tokenRe.FindStringSubmatch(out)
 	if m == nil {
 		return "", fmt.Errorf("spire-server token generate printed no token: %s", lastLines(out, 3))
