@@ -55,12 +55,13 @@ func (s *Session) helloStep(ctx context.Context, helloRaw []byte) ([]byte, error
 		// issued it after a full attestation bound this AK to this EK.
 		return s.sendChallenge(nil)
 	}
-	// The AK was made in a TPM as its public area says (creation data,
-	// TPM_GENERATED creation attestation signed by the AK, name match);
-	// then TPM2_MakeCredential for (EK by its TCG template, AK name).
-	if err := verify.CheckAKCreation(hello.AK.Public, hello.AK.CreateData, hello.AK.CreateAttestation, hello.AK.CreateSignature); err != nil {
-		return nil, err
-	}
+	// TPM2_MakeCredential for (EK by its TCG template, AK name). The AK's
+	// creation attestation is not checked: it is signed by the AK itself,
+	// so it proves nothing until activation, and activation alone proves
+	// more. The credential activates only for a loaded object with this
+	// Name, hence these attributes, and a TPM holds a fixedTPM object only
+	// if it made it (docs/verification.md, 2026-11-25;
+	// TestActivationProvesTheAKIsTPMResident).
 	secret := make([]byte, credentialSecretSize)
 	if _, err := io.ReadFull(cfg.rand(), secret); err != nil {
 		return nil, fmt.Errorf("credential secret: %w", err)

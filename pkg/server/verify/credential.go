@@ -157,10 +157,14 @@ const maxCreationField = 4096
 // AK's TPMT_PUBLIC (or TPM2B_PUBLIC). Every failure is ReasonAKCreation
 // (ReasonAKMalformed for an unparsable public area).
 //
-// Security: a self-signed creation attestation proves only that the key
-// was made in some TPM as a restricted key (only a TPM signs a
-// TPM_GENERATED structure with one); that it is this TPM's comes from
-// TPM2_ActivateCredential for the EK.
+// Security: the creation attestation is signed by the AK itself, so it
+// proves something only once the AK is known to be a restricted key in a
+// TPM (a TPM signs a TPM_GENERATED structure with one only if it made the
+// structure); a software key claiming those attributes signs anything.
+// TPM2_ActivateCredential for the EK proves that, and more: the server
+// session therefore relies on activation and does not call this
+// (docs/verification.md, 2026-11-25). It stays for tools that inspect an
+// AK's creation.
 func CheckAKCreation(akPublic, createData, createAttestation, createSignature []byte) error {
 	ak, err := ParseAKPublic(akPublic)
 	if err != nil {
