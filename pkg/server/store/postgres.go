@@ -47,7 +47,7 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(4)
+	db.SetMaxIdleConns(16) // as many as open: under load a smaller idle pool closes and reopens connections
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	db.SetConnMaxLifetime(time.Hour)
 	s := newSQLStore(pgDialect, db, db,
