@@ -107,6 +107,9 @@ func (s *sqlStore) lead(own *pending) {
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
 		s.runBatch(batch)
+		if s.wStmts != nil {
+			s.wStmts.prepare(context.Background()) // between transactions
+		}
 	}
 }
 
@@ -188,7 +191,7 @@ func (s *sqlStore) runMember(caller, ctx context.Context, stx *sql.Tx, fn func(T
 	if _, err := stx.ExecContext(ctx, "SAVEPOINT member"); err != nil {
 		return fmt.Errorf("%w: savepoint: %w", errBatchLost, s.d.wrap(ctx, "savepoint", err)), nil
 	}
-	t := &sqlTx{s: s, d: s.d, tx: stx, isolate: ctx}
+	t := &sqlTx{s: s, d: s.d, tx: stx, isolate: ctx, stmts: s.wStmts}
 	func() {
 		defer func() {
 			if r := recover(); r != nil {

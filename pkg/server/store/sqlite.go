@@ -95,6 +95,7 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	r.SetMaxIdleConns(4)
 	s.r = r
 	s.group = &groupCommit{}
+	s.wStmts, s.rStmts = newStmtCache(w), newStmtCache(r)
 	return s, nil
 }
 

@@ -108,6 +108,9 @@ type sqlStore struct {
 	// group, when set (SQLite), runs concurrent Updates in shared
 	// transactions with one commit (groupcommit.go).
 	group *groupCommit
+	// wStmts and rStmts, when set (SQLite), cache prepared statements on w
+	// and r (stmtcache.go).
+	wStmts, rStmts *stmtCache
 }
 
 func newSQLStore(d *dialect, w, r *sql.DB, wOpts, rOpts *sql.TxOptions) *sqlStore {
@@ -119,6 +122,11 @@ func newSQLStore(d *dialect, w, r *sql.DB, wOpts, rOpts *sql.TxOptions) *sqlStor
 }
 
 func (s *sqlStore) Close() error {
+	for _, c := range []*stmtCache{s.wStmts, s.rStmts} {
+		if c != nil {
+			c.close()
+		}
+	}
 	err := s.w.Close()
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
@@ -179,7 +187,14 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (r
 		err = s.d.wrap(ctx, "begin", err)
 		return false, err
 	}
-	t := &sqlTx{s: s, d: s.d, tx: stx, readOnly: readOnly}
+	t := &sqlTx{s: s, d: s.d, tx: stx, readOnly: readOnly, stmts: s.wStmts}
+	if readOnly {
+		t.stmts = s.rStmts
+	}
+	if t.stmts != nil {
+		// After the transaction has ended (deferred calls run last first).
+		defer t.stmts.prepare(context.WithoutCancel(ctx))
+	}
 	finished := false
 	defer func() {
 		t.dead = true
@@ -215,6 +230,7 @@ type sqlTx struct {
 	// isolate, in a group transaction, runs statements in place of the
 	// caller's context once they have started (see stmtCtx).
 	isolate context.Context
+	stmts   *stmtCache // nil: statements are sent as text
 	// sets caches each host's groups, profiles and retired names as read or
 	// written in this transaction, so UpdateHost writes only what changed.
 	sets map[string]*hostSets
@@ -253,7 +269,16 @@ func (t *sqlTx) stmtCtx(ctx context.Context) context.Context {
 }
 
 func (t *sqlTx) exec(ctx context.Context, op, q string, args ...any) (sql.Result, error) {
-	r, err := t.tx.ExecContext(t.stmtCtx(ctx), t.d.rebind(q), args...)
+	sctx := t.stmtCtx(ctx)
+	var r sql.Result
+	var err error
+	if t.stmts == nil {
+		r, err = t.tx.ExecContext(sctx, t.d.rebind(q), args...)
+	} else if st := t.stmts.stmt(sctx, t.tx, q); st != nil {
+		r, err = st.ExecContext(sctx, args...)
+	} else {
+		r, err = t.tx.ExecContext(sctx, q, args...)
+	}
 	if err != nil {
 		return nil, t.fail(ctx, op, err)
 	}
@@ -261,7 +286,16 @@ func (t *sqlTx) exec(ctx context.Context, op, q string, args ...any) (sql.Result
 }
 
 func (t *sqlTx) query(ctx context.Context, op, q string, args ...any) (*sql.Rows, error) {
-	rows, err := t.tx.QueryContext(t.stmtCtx(ctx), t.d.rebind(q), args...)
+	sctx := t.stmtCtx(ctx)
+	var rows *sql.Rows
+	var err error
+	if t.stmts == nil {
+		rows, err = t.tx.QueryContext(sctx, t.d.rebind(q), args...)
+	} else if st := t.stmts.stmt(sctx, t.tx, q); st != nil {
+		rows, err = st.QueryContext(sctx, args...)
+	} else {
+		rows, err = t.tx.QueryContext(sctx, q, args...)
+	}
 	if err != nil {
 		return nil, t.fail(ctx, op, err)
 	}
@@ -269,7 +303,13 @@ func (t *sqlTx) query(ctx context.Context, op, q string, args ...any) (*sql.Rows
 }
 
 func (t *sqlTx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(t.stmtCtx(ctx), t.d.rebind(q), args...)
+	sctx := t.stmtCtx(ctx)
+	if t.stmts != nil {
+		if st := t.stmts.stmt(sctx, t.tx, q); st != nil {
+			return st.QueryRowContext(sctx, args...)
+		}
+	}
+	return t.tx.QueryRowContext(sctx, t.d.rebind(q), args...)
 }
 
 // timeScan scans a time column of either backend (time.Time from pgx,
