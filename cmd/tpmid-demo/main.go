@@ -30,7 +30,7 @@ func run() int {
 		logs       = flag.String("logs", "", "folder for every config, state and log (default demo-logs/<time> in the checkout)")
 		secureBoot = flag.Bool("secureboot", true, "measure SecureBoot=1 (false: SecureBoot=0) into PCR7")
 		akAlg      = flag.String("ak", "", "ak_algorithm for the agent plugin: ecdsa or rsa (default: the plugin's)")
-		ecc        = flag.Bool("ecc", false, "ask for an ECC EK (ek_algorithm = ecc); swtpm 0.7 only has a P-384 one, which tpmid does not support yet, so the agent fails and says so")
+		ecc        = flag.Bool("ecc", false, "use swtpm's ECC EK, which is P-384 (ek_algorithm = p384)")
 		noInstall  = flag.Bool("no-install", false, "do not apt-get install swtpm when it is missing")
 	)
 	flag.Parse()
@@ -140,7 +140,7 @@ func run() int {
 	}
 	ao := demo.AgentOptions{AKAlgorithm: *akAlg}
 	if *ecc {
-		ao.EKAlgorithm = "ecc"
+		ao.EKAlgorithm = "p384" // swtpm 0.7 makes its ECC EK in the TCG high range
 	}
 	a, err := env.Attest(ctx, srv, node, ao)
 	if err != nil {

@@ -26,7 +26,7 @@ func newEKCmd() *cobra.Command {
 	var device, alg string
 	var asJSON, withCert bool
 	cmd := &cobra.Command{
-		Use:   "ek [--tpm DEVICE] [--alg rsa|ecc] [--cert] [--json]",
+		Use:   "ek [--tpm DEVICE] [--alg rsa2048|rsa3072|rsa4096|p256|p384|p521] [--cert] [--json]",
 		Short: "Show this machine's endorsement key: the hash to allowlist and the agent ID it gets",
 		Long: `Reads the EK the agent plugin would use (same device and algorithm
 settings) and prints its hash: the line for ek_hash_allowlist, and the last
@@ -68,7 +68,7 @@ EK certificate (PEM), trimmed of NV padding, for tpmid verify ekcert.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&device, "tpm", "", "TPM device: a path (default /dev/tpmrm0, then /dev/tpm0), tcp://host:port or unix:///path (swtpm)")
-	f.StringVar(&alg, "alg", "", "EK algorithm: rsa, ecc, or empty for the agent plugin's default (the RSA EK if it has a certificate, else the ECC P-256 one with a certificate, else RSA)")
+	f.StringVar(&alg, "alg", "", "EK algorithm as the agent plugin's ek_algorithm: rsa (rsa2048), rsa3072, rsa4096, ecc (p256), p384, p521, or empty for its default (docs/tpm-access.md)")
 	f.BoolVar(&withCert, "cert", false, "print the EK certificate as PEM")
 	f.BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd

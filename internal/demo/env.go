@@ -180,7 +180,7 @@ type Node struct {
 	Device       string // tpm_device for the agent plugin
 	EventLogPath string // event_log_path for the agent plugin
 	CABundle     string // ek_ca_bundle that trusts this node's EK
-	EKHash       string // hex SHA-256 of the EK public key (PKIX DER) the agent will pick by default
+	EKHash       string // hex SHA-256 of the EK public key (PKIX DER) the agent will use: the default EK, the P-384 one with ECC
 	Boot         *Boot
 	swtpm        *swtpm.Instance
 }
@@ -258,7 +258,11 @@ func (e *Env) NewNode(ctx context.Context, name string, o NodeOptions) (*Node, e
 				return fmt.Errorf("extending PCR %d: %w", x.PCR, err)
 			}
 		}
-		ek, err := t.EK(tpm.EKAuto)
+		alg := tpm.EKAuto
+		if o.ECC {
+			alg = tpm.EKP384 // the EK an ECC node's agent is configured with
+		}
+		ek, err := t.EK(alg)
 		if err != nil {
 			return fmt.Errorf("reading the EK: %w", err)
 		}
