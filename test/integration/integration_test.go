@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tpmid/tpmid/internal/demo"
+	"github.com/tpmid/tpmid/pkg/common/pcrs"
 )
 
 // The plugins are built once for all tests.
@@ -260,11 +261,15 @@ func TestRSAAK(t *testing.T) {
 // (SHA-384, AES-256, ECDH seed).
 func TestECCEK(t *testing.T) {
 	env, ctx := newEnv(t)
-	node, err := env.NewNode(ctx, "node", demo.NodeOptions{ECC: true, Boot: demo.BootOptions{SecureBoot: true}})
+	// swtpm's P-384 EK, a P-384 AK (ECDSA-SHA384 signatures) and quotes
+	// over the SHA-384 bank as well as SHA-256.
+	node, err := env.NewNode(ctx, "node", demo.NodeOptions{ECC: true,
+		Boot: demo.BootOptions{SecureBoot: true, Banks: []pcrs.Alg{pcrs.SHA256, pcrs.SHA384}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKCABundle: node.CABundle})
+	srv, err := env.StartServer(ctx, "spire-server", demo.ServerOptions{EKCABundle: node.CABundle,
+		PCRBanks: []string{"sha256", "sha384"}, PCRSelectors: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,4 +278,9 @@ func TestECCEK(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAttested(t, a, certSelectors...)
+	for _, bank := range []string{"sha256", "sha384"} {
+		if v, ok := demo.Selector(a.Selectors, "pcr:"+bank+":7"); !ok || v == "" {
+			t.Errorf("no quoted %s PCR7 selector in %v", bank, a.Selectors)
+		}
+	}
 }
