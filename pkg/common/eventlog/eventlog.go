@@ -68,7 +68,15 @@ var DefaultLimits = Limits{MaxLogSize: 2 << 20, MaxEvents: 10000, MaxEventDataSi
 // Option configures Parse.
 type Option func(*config)
 
-type config struct{ limits Limits }
+type config struct {
+	limits Limits
+	copy   bool
+}
+
+// CopyInput makes Parse work on a private copy of its input, for a caller
+// that changes or reuses the buffer while it keeps the Log. Without it the
+// Log aliases the input (see Log).
+func CopyInput() Option { return func(c *config) { c.copy = true } }
 
 // WithLimits replaces the default limits; zero fields keep their default.
 func WithLimits(l Limits) Option {
@@ -128,7 +136,12 @@ type Event struct {
 	Data    []byte
 }
 
-// Log is a parsed event log. Byte slices alias one private copy of the input.
+// Log is a parsed event log. Its byte slices (Event.Data, Event.Digests
+// values, SpecID.VendorInfo) alias the buffer given to Parse, which is not
+// copied (2026-11-25: the copy was over a quarter of the server's allocation per
+// attestation): the caller must not modify that buffer while it uses the
+// Log, or must pass CopyInput. Each slice's capacity ends where it does, so
+// appending to one never writes into the buffer.
 type Log struct {
 	Format Format
 	Banks  []pcrs.Alg // sorted by algorithm ID
@@ -151,6 +164,7 @@ const (
 )
 
 // Parse decodes a binary event log. It never extends anything; see Replay.
+// The Log aliases data (see Log; CopyInput for a private copy).
 func Parse(data []byte, opts ...Option) (*Log, error) {
 	c := config{limits: DefaultLimits}
 	for _, o := range opts {
@@ -163,8 +177,10 @@ func Parse(data []byte, opts ...Option) (*Log, error) {
 	if len(data) > lim.MaxLogSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrLogTooLarge, len(data), lim.MaxLogSize)
 	}
-	// One copy, so the Log does not alias the caller's buffer.
-	buf := bytes.Clone(data)
+	buf := data
+	if c.copy {
+		buf = bytes.Clone(data)
+	}
 	p := &parser{buf: buf, lim: lim, log: &Log{}}
 	if err := p.parse(); err != nil {
 		return nil, err
@@ -178,8 +194,23 @@ type parser struct {
 	off int
 	lim Limits
 	log *Log
-	// sizes maps each Spec ID algorithm to its digest size.
-	sizes map[pcrs.Alg]int
+	// algs and sizes are the Spec ID algorithms and their digest sizes; a
+	// list, as a linear search of at most MaxDigests entries is cheaper
+	// than hashing a key for every digest of every record.
+	algs  []pcrs.Alg
+	sizes []int
+	// seen marks, per record, the Spec ID algorithms already read.
+	seen []bool
+}
+
+// algIndex is alg's position in the Spec ID event, or -1.
+func (p *parser) algIndex(alg pcrs.Alg) int {
+	for i, a := range p.algs {
+		if a == alg {
+			return i
+		}
+	}
+	return -1
 }
 
 func (p *parser) fail(idx int, err error, format string, a ...any) error {
@@ -257,6 +288,7 @@ func (p *parser) parse() error {
 			return err
 		}
 		p.log.Format = CryptoAgile
+		p.log.Events = make([]Event, 0, min(1+p.countRecords(true), p.lim.MaxEvents))
 		if err := p.addEvent(first); err != nil {
 			return err
 		}
@@ -273,6 +305,7 @@ func (p *parser) parse() error {
 	}
 	p.log.Format = Legacy
 	p.log.Banks = []pcrs.Alg{pcrs.SHA1}
+	p.log.Events = make([]Event, 0, min(1+p.countRecords(false), p.lim.MaxEvents))
 	if err := p.addEvent(first); err != nil {
 		return err
 	}
@@ -286,6 +319,60 @@ func (p *parser) parse() error {
 		}
 	}
 	return nil
+}
+
+// countRecords counts the records from p.off on by their headers alone,
+// without allocating, so that Events is allocated once at its final size.
+// It stops before the first record that would not parse (parsing then fails
+// there, having used no more than the count) and past MaxEvents; each
+// record counted is at least 32 bytes of input, so the count is bounded by
+// the log's size as well.
+func (p *parser) countRecords(agile bool) int {
+	b, off, n := p.buf, p.off, 0
+	for off < len(b) && n <= p.lim.MaxEvents {
+		if agile {
+			if len(b)-off < 12 {
+				break
+			}
+			count := binary.LittleEndian.Uint32(b[off+8:])
+			off += 12
+			if count == 0 || uint64(count) > uint64(len(p.algs)) {
+				break
+			}
+			for range count {
+				if len(b)-off < 2 {
+					return n
+				}
+				i := p.algIndex(pcrs.Alg(binary.LittleEndian.Uint16(b[off:])))
+				off += 2
+				if i < 0 || len(b)-off < p.sizes[i] {
+					return n
+				}
+				off += p.sizes[i]
+			}
+			if len(b)-off < 4 {
+				break
+			}
+			size := binary.LittleEndian.Uint32(b[off:])
+			off += 4
+			if uint64(size) > uint64(len(b)-off) {
+				break
+			}
+			off += int(size)
+		} else {
+			if len(b)-off < legacyHeaderSize {
+				break
+			}
+			size := binary.LittleEndian.Uint32(b[off+legacyHeaderSize-4:])
+			off += legacyHeaderSize
+			if uint64(size) > uint64(len(b)-off) {
+				break
+			}
+			off += int(size)
+		}
+		n++
+	}
+	return n
 }
 
 // specID decodes TCG_EfiSpecIDEvent (PFP 10.4.5.1, Table 20).
@@ -312,7 +399,7 @@ func (p *parser) specID(d []byte) error {
 	if len(rest) < int(n)*4+1 {
 		return bad("%d algorithms need %d bytes, %d left", n, int(n)*4+1, len(rest))
 	}
-	p.sizes = make(map[pcrs.Alg]int, n)
+	p.algs, p.sizes, p.seen = make([]pcrs.Alg, 0, n), make([]int, 0, n), make([]bool, n)
 	for i := 0; i < int(n); i++ {
 		alg := pcrs.Alg(binary.LittleEndian.Uint16(rest[4*i:]))
 		size := int(binary.LittleEndian.Uint16(rest[4*i+2:]))
@@ -322,10 +409,10 @@ func (p *parser) specID(d []byte) error {
 		if size != alg.Size() {
 			return fmt.Errorf("event 0: %w: Spec ID says %s is %d bytes, want %d", ErrDigestSize, alg, size, alg.Size())
 		}
-		if _, dup := p.sizes[alg]; dup {
+		if p.algIndex(alg) >= 0 {
 			return fmt.Errorf("event 0: %w: %s", ErrDuplicateAlgorithm, alg)
 		}
-		p.sizes[alg] = size
+		p.algs, p.sizes = append(p.algs, alg), append(p.sizes, size)
 		s.Algorithms = append(s.Algorithms, alg)
 	}
 	rest = rest[n*4:]
@@ -360,26 +447,28 @@ func (p *parser) agileRecord(idx int) (Event, error) {
 	// each one listed in the Spec ID event. More than the Spec ID lists, or
 	// none, cannot be right. Fewer happens (OVMF lists banks it does not
 	// extend); such a bank is marked incomplete and is not replayed.
-	if count == 0 || int(count) > len(p.sizes) {
-		return Event{}, p.fail(idx, ErrDigestCount, "%d digests, Spec ID lists %d banks", count, len(p.sizes))
+	if count == 0 || int(count) > len(p.algs) {
+		return Event{}, p.fail(idx, ErrDigestCount, "%d digests, Spec ID lists %d banks", count, len(p.algs))
 	}
 	digests := make(map[pcrs.Alg][]byte, count)
+	clear(p.seen)
 	for i := 0; i < int(count); i++ {
 		if err := p.need(idx, 2, "digest algorithm"); err != nil {
 			return Event{}, err
 		}
 		alg := pcrs.Alg(p.u16())
-		size, ok := p.sizes[alg]
-		if !ok {
+		a := p.algIndex(alg)
+		if a < 0 {
 			return Event{}, p.fail(idx, ErrUnknownAlgorithm, "0x%04x is not in the Spec ID event", uint16(alg))
 		}
-		if _, dup := digests[alg]; dup {
+		if p.seen[a] {
 			return Event{}, p.fail(idx, ErrDuplicateAlgorithm, "%s", alg)
 		}
-		if err := p.need(idx, size, "digest"); err != nil {
+		p.seen[a] = true
+		if err := p.need(idx, p.sizes[a], "digest"); err != nil {
 			return Event{}, err
 		}
-		digests[alg] = p.take(size)
+		digests[alg] = p.take(p.sizes[a])
 	}
 	if err := p.need(idx, 4, "event size"); err != nil {
 		return Event{}, err
@@ -419,7 +508,9 @@ func (l *Log) analyse() {
 		case e.PCR >= 17 && e.PCR <= 22:
 			l.addQuirk(QuirkDRTMPCR)
 		}
-		if e.PCR != TrailerPCR && e.Type != EvNoAction {
+		// A record has no repeated digest and only Spec ID banks (Parse),
+		// so one with as many digests as banks has them all.
+		if e.PCR != TrailerPCR && e.Type != EvNoAction && len(e.Digests) < len(l.Banks) {
 			for _, a := range l.Banks {
 				if _, ok := e.Digests[a]; !ok && !slices.Contains(l.IncompleteBanks, a) {
 					l.IncompleteBanks = append(l.IncompleteBanks, a)

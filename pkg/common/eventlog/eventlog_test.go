@@ -504,18 +504,42 @@ func TestEventTypeString(t *testing.T) {
 	}
 }
 
-func TestParseDoesNotAliasInput(t *testing.T) {
+// TestParseAliasing: the Log aliases Parse's input (the server parses
+// the log inside the evidence message it owns and never changes), with
+// each slice capped so that appending to it cannot write into the input;
+// CopyInput gives a Log independent of the buffer.
+func TestParseAliasing(t *testing.T) {
 	b, _ := sampleLog(t, pcrs.SHA256)
 	data := b.Bytes()
 	l, err := Parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := bytes.Clone(l.Events[2].Data)
-	for i := range data {
-		data[i] = 0
+	e := &l.Events[2]
+	end := l.Events[3].Offset // the record's data ends where the next record starts
+	if len(e.Data) == 0 || &e.Data[0] != &data[end-len(e.Data)] {
+		t.Fatal("Event.Data is not a sub-slice of the input")
 	}
-	if !bytes.Equal(before, l.Events[2].Data) {
-		t.Fatal("Log aliases the caller's buffer")
+	if cap(e.Data) != len(e.Data) || cap(e.Digests[pcrs.SHA256]) != len(e.Digests[pcrs.SHA256]) {
+		t.Fatalf("capacity beyond the slice: data %d/%d", len(e.Data), cap(e.Data))
+	}
+	after := bytes.Clone(data[end:])
+	_ = append(e.Data, 0xAA, 0xBB)
+	_ = append(e.Digests[pcrs.SHA256], 0xAA)
+	if !bytes.Equal(after, data[end:]) {
+		t.Fatal("appending to a Log slice wrote into the input")
+	}
+
+	own := bytes.Clone(data)
+	c, err := Parse(own, CopyInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := bytes.Clone(c.Events[2].Data)
+	for i := range own {
+		own[i] = 0
+	}
+	if !bytes.Equal(before, c.Events[2].Data) {
+		t.Fatal("with CopyInput, the Log aliases the caller's buffer")
 	}
 }

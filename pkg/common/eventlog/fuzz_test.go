@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -60,6 +61,10 @@ func FuzzParse(f *testing.F) {
 		if len(l.Events) == 0 || len(l.Events) > fuzzLimits.MaxEvents {
 			t.Fatalf("%d events", len(l.Events))
 		}
+		// Parse counts the records before it allocates Events: exactly.
+		if cap(l.Events) != len(l.Events) {
+			t.Fatalf("%d events in a slice of capacity %d", len(l.Events), cap(l.Events))
+		}
 		v, err := l.Replay()
 		if err == nil {
 			v2, _ := l.Replay()
@@ -78,6 +83,17 @@ func FuzzParse(f *testing.F) {
 				// path which only ever adds matches.
 				t.Fatalf("log does not verify against its own replay: %v", err)
 			}
+			// Quoted in one bank, only that bank is checked and replayed.
+			for _, a := range v.Banks() {
+				q := pcrs.Values{a: v[a]}
+				r, err := VerifyAgainst(l, q)
+				if err != nil && !errors.Is(err, ErrEventTampered) {
+					t.Fatalf("log does not verify against its own %s replay: %v", a, err)
+				}
+				if err == nil && (!slices.Equal(r.Banks, []pcrs.Alg{a}) || len(r.Values) != 1) {
+					t.Fatalf("quoted %s: checked %v, replayed %v", a, r.Banks, r.Values.Banks())
+				}
+			}
 		}
 		// Whatever the input, "enabled" only ever comes from a SecureBoot
 		// record before the one PCR7 separator, with matching digests.
@@ -92,7 +108,7 @@ func FuzzParse(f *testing.F) {
 			if seps != 1 || st.Event < 0 || st.Event > st.Separator {
 				t.Fatalf("enabled with %d separators, SecureBoot record %d, separator %d", seps, st.Event, st.Separator)
 			}
-			if ok, _ := digestsMatch(&l.Events[st.Event], l.Events[st.Event].Data); !ok {
+			if ok, _ := newDigestChecker().matches(&l.Events[st.Event], l.Events[st.Event].Data); !ok {
 				t.Fatalf("enabled from a record whose digest does not match its data")
 			}
 		}

@@ -34,57 +34,81 @@ var (
 //   - Banks in Log.IncompleteBanks are left out.
 //
 // The result lists only PCRs with at least one extending record.
+// VerifyAgainst replays only the quoted banks; Replay is for callers that
+// want every bank (the CLI, tests, profile capture from a trusted log).
 func (l *Log) Replay() (pcrs.Values, error) {
+	banks := make([]pcrs.Alg, 0, len(l.Banks))
+	for _, alg := range l.Banks {
+		if !slices.Contains(l.IncompleteBanks, alg) {
+			banks = append(banks, alg)
+		}
+	}
+	return l.replay(banks, newBankChecker(banks))
+}
+
+// replay computes the PCR values of banks, with c's hashers.
+func (l *Log) replay(banks []pcrs.Alg, c *digestChecker) (pcrs.Values, error) {
 	pcr0Init, err := l.pcr0Locality()
 	if err != nil {
 		return nil, err
 	}
-	out := pcrs.Values{}
-	for _, alg := range l.Banks {
-		if slices.Contains(l.IncompleteBanks, alg) {
-			continue
-		}
-		h, err := alg.New()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s", ErrBankNotReplayable, alg)
-		}
-		bank, err := replayBank(l.Events, alg, h, pcr0Init)
+	out := make(pcrs.Values, len(banks))
+	for _, alg := range banks {
+		h, err := c.hasher(alg)
 		if err != nil {
 			return nil, err
 		}
-		for i, v := range bank {
-			out.Set(alg, i, v)
+		if err := replayBank(l.Events, alg, h, pcr0Init, out); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func replayBank(events []Event, alg pcrs.Alg, h hash.Hash, pcr0Init uint8) (map[int][]byte, error) {
-	bank := map[int][]byte{}
+// replayBank extends alg's PCRs with the log's digests into out. The values
+// are computed in place in one buffer (one allocation per bank); each
+// stored value has its own capacity, so appending to one cannot reach
+// another.
+func replayBank(events []Event, alg pcrs.Alg, h hash.Hash, pcr0Init uint8, out pcrs.Values) error {
+	size := alg.Size()
+	if size == 0 || h.Size() != size {
+		return fmt.Errorf("%w: %s hash size %d", ErrBankNotReplayable, alg, h.Size())
+	}
+	buf := make([]byte, (pcrs.MaxIndex+1)*size)
+	var extended uint32
 	for i := range events {
 		e := &events[i]
 		if e.Type == EvNoAction || e.PCR == TrailerPCR {
 			continue
 		}
+		if e.PCR > pcrs.MaxIndex {
+			// Parse refuses these; a hand-built Log may not.
+			return fmt.Errorf("event %d: %w: PCR %d", e.Index, ErrBadPCRIndex, e.PCR)
+		}
 		d, ok := e.Digests[alg]
 		if !ok {
 			// Parse guarantees one digest per bank; a hand-built Log may not.
-			return nil, fmt.Errorf("event %d: %w: no %s digest", e.Index, ErrDigestCount, alg)
+			return fmt.Errorf("event %d: %w: no %s digest", e.Index, ErrDigestCount, alg)
 		}
 		idx := int(e.PCR)
-		cur, ok := bank[idx]
-		if !ok {
-			cur = make([]byte, alg.Size())
+		cur := buf[idx*size : (idx+1)*size : (idx+1)*size]
+		if extended&(1<<idx) == 0 {
+			extended |= 1 << idx
 			if idx == 0 {
-				cur[len(cur)-1] = pcr0Init
+				cur[size-1] = pcr0Init
 			}
 		}
 		h.Reset()
 		h.Write(cur)
 		h.Write(d)
-		bank[idx] = h.Sum(cur[:0])
+		h.Sum(cur[:0]) // fits cur's capacity: the new value replaces the old in place
 	}
-	return bank, nil
+	for idx := 0; idx <= pcrs.MaxIndex; idx++ {
+		if extended&(1<<idx) != 0 {
+			out.Set(alg, idx, buf[idx*size:(idx+1)*size:(idx+1)*size])
+		}
+	}
+	return nil
 }
 
 // pcr0Locality checks the StartupLocality and H-CRTM sequence and returns the
@@ -294,13 +318,19 @@ func (e *MismatchError) Error() string {
 
 // Replayed is the outcome of VerifyAgainst.
 type Replayed struct {
-	// Values are the replayed values of every PCR the log extends, with any
-	// accepted workaround applied.
+	// Banks are the banks VerifyAgainst checked and replayed: the quoted
+	// banks that the log carries in every record. Values, Verified, AtReset
+	// and Unexplained are about these banks only.
+	Banks []pcrs.Alg
+	// Values are the replayed values, in Banks, of every PCR the log
+	// extends, with any accepted workaround applied. Banks nobody quoted
+	// are not replayed (Log.Replay does all).
 	Values pcrs.Values
 	// Verified lists, per bank, the PCR indices that equal the quote.
 	Verified map[pcrs.Alg][]int
-	// NotQuoted lists, per bank of the log, extended PCRs the quote does not
-	// cover: the log says something about them that nothing signed.
+	// NotQuoted lists, per complete bank of the log (quoted or not),
+	// extended PCRs the quote does not cover: the log says something about
+	// them that nothing signed.
 	NotQuoted map[pcrs.Alg][]int
 	// AtReset lists, per bank, quoted PCRs the log never extends that hold
 	// their reset value (zero; 0xFF.. for PCR17-22): consistent with the log.
@@ -313,6 +343,23 @@ type Replayed struct {
 	UncheckedBanks []pcrs.Alg
 	// Quirks holds the log's quirks plus those applied here (QuirkEBSMissing).
 	Quirks []Quirk
+
+	// log is the Log this was computed for and quirkAt the records whose
+	// data digest needed a quirk, so that VerifiedSecureBoot need not hash
+	// PCR7's records again.
+	log     *Log
+	quirkAt []posQuirk
+}
+
+// checkedDigest is VerifyAgainst's data-digest verdict on the record at
+// position pos of r.log, which it checked: only the quirk it needed.
+func (r *Replayed) checkedDigest(pos int, _ *Event) (Quirk, error) {
+	for _, pq := range r.quirkAt {
+		if pq.pos == pos {
+			return pq.quirk, nil
+		}
+	}
+	return "", nil
 }
 
 // The ExitBootServices EV_EFI_ACTION strings (PFP 10.4.4, Table 11) that
@@ -322,10 +369,13 @@ const (
 	EBSSuccess    = "Exit Boot Services Returned with Success"
 )
 
-// VerifyAgainst checks every record whose digest is defined over its data
-// (CheckDigests: ErrEventTampered), replays l and requires, for every PCR the log extends that
-// quoted covers (same bank and index), the replayed value to equal the
-// quoted one. A mismatch returns a *MismatchError naming bank and PCRs.
+// VerifyAgainst checks and replays l in the banks quoted covers (Banks:
+// quoted banks that every extending record of l has a digest for), and
+// requires, for every PCR the log extends that quoted covers (same bank and
+// index), the replayed value to equal the quoted one. A mismatch returns a
+// *MismatchError naming bank and PCRs. Before replaying, every record whose
+// digest is defined over its data must carry that hash in each of Banks
+// (CheckDigests' rule and quirks; ErrEventTampered otherwise).
 //
 // Only one workaround exists: when PCR5 of a bank mismatches, the log has no
 // ExitBootServices action event, and appending EV_EFI_ACTION
@@ -333,29 +383,49 @@ const (
 // makes it match exactly, PCR5 is accepted and QuirkEBSMissing is reported
 // (firmware bug seen on HP machines; go-attestation applies the same fix).
 //
+// Why only the quoted banks (2026-11-25, docs/eventlog.md): digests in a
+// bank the quote does not cover are bound to nothing, so whatever we
+// required of them, an attacker who edits the log could satisfy it; they
+// are neither hashed nor compared, and a log whose unquoted bank is
+// garbage is accepted. The data rule, however, must hold in a quoted bank:
+// the Secure Boot grammar and profile appraisal read event data, and only a
+// data digest in a bank the quote covers binds that data to the TPM. So it
+// is checked in every quoted bank, and a record whose data does not hash to
+// its quoted digest is ErrEventTampered even when its unquoted digests are
+// right. Everything derived from the result (Verified, VerifiedSecureBoot,
+// profile appraisal) reads quoted banks only.
+//
 // Security caveat: PCRs the quote covers but the log never extends are not
 // checked here (PCR10 IMA, PCR17-22); appraisal must judge them. The caller
 // must also make sure the quote itself was verified, and that the banks it
-// relies on are in Verified (see UncheckedBanks).
+// relies on are in Verified (see UncheckedBanks). With no bank in common,
+// nothing is checked and the result is ErrNothingVerified.
 func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
-	digestQuirks, err := CheckDigests(l)
-	if err != nil {
-		return nil, err
-	}
-	vals, err := l.Replay()
-	if err != nil {
-		return nil, err
-	}
-	r := &Replayed{Values: vals, Verified: map[pcrs.Alg][]int{}, NotQuoted: map[pcrs.Alg][]int{},
-		AtReset: map[pcrs.Alg][]int{}, Unexplained: map[pcrs.Alg][]int{},
-		Quirks: append(slices.Clone(l.Quirks), digestQuirks...)}
-	var mm []Mismatch
-	compared := 0
-	for _, alg := range quoted.Banks() {
+	qbanks := quoted.Banks()
+	banks := make([]pcrs.Alg, 0, len(qbanks))
+	var unchecked []pcrs.Alg
+	for _, alg := range qbanks {
 		if !slices.Contains(l.Banks, alg) || slices.Contains(l.IncompleteBanks, alg) {
-			r.UncheckedBanks = append(r.UncheckedBanks, alg)
+			unchecked = append(unchecked, alg)
 			continue
 		}
+		banks = append(banks, alg)
+	}
+	c := newBankChecker(banks)
+	digestQuirks, quirkAt, err := c.checkLog(l)
+	if err != nil {
+		return nil, err
+	}
+	vals, err := l.replay(banks, c)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replayed{Banks: banks, Values: vals, Verified: map[pcrs.Alg][]int{}, NotQuoted: map[pcrs.Alg][]int{},
+		AtReset: map[pcrs.Alg][]int{}, Unexplained: map[pcrs.Alg][]int{}, UncheckedBanks: unchecked,
+		Quirks: append(slices.Clone(l.Quirks), digestQuirks...), log: l, quirkAt: quirkAt}
+	var mm []Mismatch
+	compared := 0
+	for _, alg := range banks {
 		for _, idx := range quoted.Indices(alg) {
 			if _, ext := vals.Get(alg, idx); !ext {
 				q, _ := quoted.Get(alg, idx)
@@ -390,15 +460,24 @@ func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
 			mm = append(mm, Mismatch{Bank: alg, PCR: idx, Replayed: got, Quoted: q})
 		}
 	}
+	// Which PCRs the log extends is the same in every complete bank, so
+	// NotQuoted needs no replay of the unquoted ones.
+	extended := l.extendedPCRs()
 	for _, alg := range l.Banks {
-		for _, idx := range vals.Indices(alg) {
+		if slices.Contains(l.IncompleteBanks, alg) {
+			continue
+		}
+		for idx := 0; idx <= pcrs.MaxIndex; idx++ {
+			if extended&(1<<idx) == 0 {
+				continue
+			}
 			if _, ok := quoted.Get(alg, idx); !ok {
 				r.NotQuoted[alg] = append(r.NotQuoted[alg], idx)
 			}
 		}
 	}
 	if len(mm) > 0 {
-		pcr0Init, _ := l.pcr0Locality() // Replay succeeded, so did this
+		pcr0Init, _ := l.pcr0Locality() // replay succeeded, so did this
 		for i := range mm {
 			l.diagnose(&mm[i], pcr0Init)
 		}
@@ -408,6 +487,17 @@ func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
 		return r, ErrNothingVerified
 	}
 	return r, nil
+}
+
+// extendedPCRs is the set (bit i: PCR i) of PCRs some record extends.
+func (l *Log) extendedPCRs() uint32 {
+	var m uint32
+	for i := range l.Events {
+		if e := &l.Events[i]; e.Type != EvNoAction && e.PCR <= pcrs.MaxIndex {
+			m |= 1 << e.PCR
+		}
+	}
+	return m
 }
 
 // resetValue is a PCR's value after TPM2_Startup(CLEAR) at locality 0

@@ -136,6 +136,13 @@ type SecureBootState struct {
 // VerifiedSecureBoot), and only if the firmware measures PCR7 at all:
 // firmware that never extends PCR7 lets root write all of it.
 func SecureBoot(l *Log) (*SecureBootState, error) {
+	c := newDigestChecker()
+	return secureBoot(l, func(_ int, e *Event) (Quirk, error) { return c.record(e) })
+}
+
+// secureBoot is SecureBoot with the data-digest check of a PCR7 record (at
+// position pos of l.Events) left to check.
+func secureBoot(l *Log, check func(pos int, e *Event) (Quirk, error)) (*SecureBootState, error) {
 	st := &SecureBootState{Event: -1, Separator: -1}
 	var (
 		value   []byte
@@ -151,10 +158,10 @@ func SecureBoot(l *Log) (*SecureBootState, error) {
 		bad := func(format string, a ...any) error {
 			return fmt.Errorf("event %d (PCR7 %s): %w: %s", e.Index, e.Type, ErrPCR7Grammar, fmt.Sprintf(format, a...))
 		}
-		if !dataDigestTypes[e.Type] {
+		if !dataDigestType(e.Type) {
 			return nil, bad("the profile does not put this event type in PCR7")
 		}
-		q, err := checkRecordDigest(e)
+		q, err := check(i, e)
 		if err != nil {
 			return nil, err
 		}
@@ -249,11 +256,26 @@ func SecureBoot(l *Log) (*SecureBootState, error) {
 // quote: the state comes from PCR7 events, so it is read only when PCR7
 // replayed to a quoted value in some bank; otherwise the mode is Unknown and
 // PCR7 is not examined (nothing signed it).
+//
+// The PCR7 records' digests must match their data in the banks VerifyAgainst
+// checked (r.Banks: the quoted ones), as there. When r is VerifyAgainst's
+// result for this very l, that check is already done and is not repeated
+// (l must not have been modified since); for any other r (built by hand)
+// the records are checked in r.Banks, or in every bank when r.Banks is
+// empty.
 func VerifiedSecureBoot(l *Log, r *Replayed) (*SecureBootState, error) {
 	for _, idx := range r.Verified {
-		if slices.Contains(idx, 7) {
-			return SecureBoot(l)
+		if !slices.Contains(idx, 7) {
+			continue
 		}
+		if r.log == l && l != nil {
+			return secureBoot(l, r.checkedDigest)
+		}
+		c := newDigestChecker()
+		if len(r.Banks) > 0 {
+			c = newBankChecker(r.Banks)
+		}
+		return secureBoot(l, func(_ int, e *Event) (Quirk, error) { return c.record(e) })
 	}
 	return &SecureBootState{Mode: SecureBootUnknown, Event: -1, Separator: -1, Why: "PCR7 was not quoted"}, nil
 }
