@@ -53,7 +53,11 @@ type Plugins struct {
 	Agent, AgentSum   string
 }
 
-// BuildPlugins builds both plugin binaries into outDir with `go build`.
+// BuildPlugins builds both plugin binaries into outDir with `go build`,
+// with the release's flags (scripts/dist.sh: -trimpath, no symbol tables),
+// so that the demo, the integration tests and bench-spire run what
+// operators install: spire-agent hashes the whole binary for
+// plugin_checksum on every start, so its size is start-up time.
 func BuildPlugins(ctx context.Context, root, outDir, logPath string) (*Plugins, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, err
@@ -62,7 +66,7 @@ func BuildPlugins(ctx context.Context, root, outDir, logPath string) (*Plugins, 
 		Server: filepath.Join(outDir, "tpmid-server-plugin"),
 		Agent:  filepath.Join(outDir, "tpmid-agent-plugin"),
 	}
-	if _, err := runCmd(ctx, logPath, root, "go", "build", "-o", outDir+"/", "./cmd/tpmid-server-plugin", "./cmd/tpmid-agent-plugin"); err != nil {
+	if _, err := runCmd(ctx, logPath, root, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", outDir+"/", "./cmd/tpmid-server-plugin", "./cmd/tpmid-agent-plugin"); err != nil {
 		return nil, fmt.Errorf("building the plugins: %w", err)
 	}
 	var err error
