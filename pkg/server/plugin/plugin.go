@@ -146,31 +146,49 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 	}
 	sess := session.New(cfg.session)
 	// The session's steps decide how many round trips there are; the
-	// shell relays until it has a verdict.
+	// shell relays until it has a verdict. The log says where the time
+	// went: the server's own work, and waiting for the agent's answers
+	// (its TPM, and both hops through SPIRE).
+	var t timing
 	for {
+		start := time.Now()
 		reply, result, err := sess.Next(ctx, msg)
+		t.busy += time.Since(start)
 		if err != nil {
 			return p.rejected(err)
 		}
 		if result != nil {
-			return p.admitted(stream, result)
+			return p.admitted(stream, result, t)
 		}
+		start = time.Now()
 		if err := stream.Send(&nodeattestorv1.AttestResponse{
 			Response: &nodeattestorv1.AttestResponse_Challenge{Challenge: reply},
 		}); err != nil {
 			return p.rejected(fmt.Errorf("sending the challenge: %w", err))
 		}
-		if msg, err = recvEvidence(stream, cfg.evidenceTimeout); err != nil {
+		msg, err = recvEvidence(stream, cfg.evidenceTimeout)
+		t.wait += time.Since(start)
+		t.rounds++
+		if err != nil {
 			sess.End(ctx, err)
 			return p.rejected(err)
 		}
 	}
 }
 
+// timing is where one attestation's time went, for the log.
+type timing struct {
+	busy, wait time.Duration
+	rounds     int
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // admitted logs an admission and returns the agent's attributes to SPIRE.
-func (p *Plugin) admitted(stream nodeattestorv1.NodeAttestor_AttestServer, result *session.Result) error {
+func (p *Plugin) admitted(stream nodeattestorv1.NodeAttestor_AttestServer, result *session.Result, t timing) error {
 	p.log.Info("Agent attested", "agent_id", result.AgentID.String(), "ek_hash", result.Facts.EKHash,
-		"fast_path", result.FastPath, "ak_certificate_delivered", result.AKCertChain != nil)
+		"fast_path", result.FastPath, "ak_certificate_delivered", result.AKCertChain != nil,
+		"server_busy_ms", ms(t.busy), "agent_wait_ms", ms(t.wait), "round_trips", t.rounds)
 	if f := result.Facts; f != nil && f.EK != nil && len(f.EK.ChainQuirks) > 0 {
 		// Admitted only because the operator accepts these defects of a
 		// vendor intermediate (ek_chain_quirks); the selectors say so too.
