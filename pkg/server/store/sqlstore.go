@@ -268,16 +268,24 @@ func (t *sqlTx) stmtCtx(ctx context.Context) context.Context {
 	return t.isolate
 }
 
+// prepared returns q prepared and bound to the transaction, or nil when
+// the backend keeps no statements (PostgreSQL: pgx caches its own) or q is
+// not prepared yet; then q goes as text.
+func (t *sqlTx) prepared(ctx context.Context, q string) *sql.Stmt {
+	if t.stmts == nil {
+		return nil
+	}
+	return t.stmts.stmt(ctx, t.tx, q)
+}
+
 func (t *sqlTx) exec(ctx context.Context, op, q string, args ...any) (sql.Result, error) {
 	sctx := t.stmtCtx(ctx)
 	var r sql.Result
 	var err error
-	if t.stmts == nil {
-		r, err = t.tx.ExecContext(sctx, t.d.rebind(q), args...)
-	} else if st := t.stmts.stmt(sctx, t.tx, q); st != nil {
+	if st := t.prepared(sctx, q); st != nil {
 		r, err = st.ExecContext(sctx, args...)
 	} else {
-		r, err = t.tx.ExecContext(sctx, q, args...)
+		r, err = t.tx.ExecContext(sctx, t.d.rebind(q), args...)
 	}
 	if err != nil {
 		return nil, t.fail(ctx, op, err)
@@ -289,12 +297,10 @@ func (t *sqlTx) query(ctx context.Context, op, q string, args ...any) (*sql.Rows
 	sctx := t.stmtCtx(ctx)
 	var rows *sql.Rows
 	var err error
-	if t.stmts == nil {
-		rows, err = t.tx.QueryContext(sctx, t.d.rebind(q), args...)
-	} else if st := t.stmts.stmt(sctx, t.tx, q); st != nil {
+	if st := t.prepared(sctx, q); st != nil {
 		rows, err = st.QueryContext(sctx, args...)
 	} else {
-		rows, err = t.tx.QueryContext(sctx, q, args...)
+		rows, err = t.tx.QueryContext(sctx, t.d.rebind(q), args...)
 	}
 	if err != nil {
 		return nil, t.fail(ctx, op, err)
@@ -304,10 +310,8 @@ func (t *sqlTx) query(ctx context.Context, op, q string, args ...any) (*sql.Rows
 
 func (t *sqlTx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	sctx := t.stmtCtx(ctx)
-	if t.stmts != nil {
-		if st := t.stmts.stmt(sctx, t.tx, q); st != nil {
-			return st.QueryRowContext(sctx, args...)
-		}
+	if st := t.prepared(sctx, q); st != nil {
+		return st.QueryRowContext(sctx, args...)
 	}
 	return t.tx.QueryRowContext(sctx, t.d.rebind(q), args...)
 }
