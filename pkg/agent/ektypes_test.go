@@ -239,21 +239,13 @@ func TestWrongEKHighRange(t *testing.T) {
 		if err := json.Unmarshal(challenge, &ch); err != nil {
 			t.Fatal(err)
 		}
-		ch.Credential = nil
-		stripped, err := wire.Encode(ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		evRaw, err := as.Respond(stripped)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := wire.DecodeEvidence(evRaw, 0)
+		ev, err := tpmtest.RespondWithoutCredential(as, ch)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ev.ActivationProof = wire.ActivationProof(make([]byte, 32), hello, challenge)
-		if evRaw, err = wire.EncodeEvidence(ev); err != nil {
+		evRaw, err := wire.EncodeEvidence(ev)
+		if err != nil {
 			t.Fatal(err)
 		}
 		res, err := func() (*session.Result, error) { _, r, err := ss.Next(context.Background(), evRaw); return r, err }()

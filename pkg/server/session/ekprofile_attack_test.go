@@ -22,6 +22,7 @@ import (
 	"github.com/tpmid/tpmid/internal/swtpm"
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/internal/testmachine"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 	"github.com/tpmid/tpmid/pkg/common/wire"
@@ -102,23 +103,14 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK)
 	// Real quotes from the TPM: the agent answers a copy of the challenge
 	// without the credential (its TPM holds no such EK), and the quote is
 	// remade over the forged hello.
-	noCred := ch
-	noCred.Credential = nil
-	stripped, err := wire.Encode(noCred)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evRaw, err := as.Respond(stripped)
-	if err != nil {
-		t.Fatalf("agent respond: %v", err)
-	}
-	ev, err := wire.DecodeEvidence(evRaw, 0)
+	ev, err := tpmtest.RespondWithoutCredential(as, ch)
 	if err != nil {
 		t.Fatal(err)
 	}
 	requote(t, f, as, ev, wire.QuoteExtraData(ch.Nonce, hello.Nonce, helloRaw), p.Selections[0].PCRs)
 	ev.ActivationProof = wire.ActivationProof(secret, helloRaw, challenge)
-	if evRaw, err = wire.EncodeEvidence(ev); err != nil {
+	evRaw, err := wire.EncodeEvidence(ev)
+	if err != nil {
 		t.Fatal(err)
 	}
 	res, err := finishSession(ss, evRaw)

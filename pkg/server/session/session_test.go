@@ -687,21 +687,13 @@ func TestECCEndorsementKey(t *testing.T) {
 				if err := json.Unmarshal(challenge, &ch); err != nil {
 					t.Fatal(err)
 				}
-				ch.Credential = nil
-				stripped, err := wire.Encode(ch)
-				if err != nil {
-					t.Fatal(err)
-				}
-				evRaw, err := as.Respond(stripped)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ev, err := wire.DecodeEvidence(evRaw, 0)
+				ev, err := tpmtest.RespondWithoutCredential(as, ch)
 				if err != nil {
 					t.Fatal(err)
 				}
 				ev.ActivationProof = wire.ActivationProof(make([]byte, 32), helloRaw, challenge)
-				if evRaw, err = wire.EncodeEvidence(ev); err != nil {
+				evRaw, err := wire.EncodeEvidence(ev)
+				if err != nil {
 					t.Fatal(err)
 				}
 				res, err := finishSession(ss, evRaw)

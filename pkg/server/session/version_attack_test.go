@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tpmid/tpmid/internal/softtpm"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
@@ -102,24 +103,15 @@ func versionedAttestation(t *testing.T, f *fixture, p *session.Config, ekKey *rs
 	if err != nil {
 		t.Fatalf("software TPM2_ActivateCredential: %v", err)
 	}
-	noCred := ch
-	noCred.Credential = nil
-	stripped, err := wire.Encode(noCred)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evRaw, err := as.Respond(stripped)
-	if err != nil {
-		t.Fatalf("agent respond: %v", err)
-	}
-	ev, err := wire.DecodeEvidence(evRaw, 0)
+	ev, err := tpmtest.RespondWithoutCredential(as, ch)
 	if err != nil {
 		t.Fatal(err)
 	}
 	requote(t, f, as, ev, wire.QuoteExtraData(ch.Nonce, hello.Nonce, helloRaw), p.Selections[0].PCRs)
 	ev.ActivationProof = wire.ActivationProof(secret, helloRaw, challenge)
 	ev.Version = evidenceVersion
-	if evRaw, err = wire.EncodeEvidence(ev); err != nil {
+	evRaw, err := wire.EncodeEvidence(ev)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := wire.IsBinaryEvidence(evRaw); got != (evidenceVersion >= wire.Version2) {
