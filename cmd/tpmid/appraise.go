@@ -54,12 +54,7 @@ func offlineInput(l *eventlog.Log, banks []pcrs.Alg, list []int) (profile.Input,
 		for _, i := range list {
 			v, ok := replay.Get(bank, i)
 			if !ok {
-				v = make([]byte, bank.Size())
-				if i >= 17 && i <= 22 {
-					for j := range v {
-						v[j] = 0xff
-					}
-				}
+				v = bank.ResetValue(i)
 			}
 			quoted.Set(bank, i, v)
 		}

@@ -429,7 +429,7 @@ func VerifyAgainst(l *Log, quoted pcrs.Values) (*Replayed, error) {
 		for _, idx := range quoted.Indices(alg) {
 			if _, ext := vals.Get(alg, idx); !ext {
 				q, _ := quoted.Get(alg, idx)
-				if bytes.Equal(q, resetValue(alg, idx)) {
+				if bytes.Equal(q, alg.ResetValue(idx)) {
 					r.AtReset[alg] = append(r.AtReset[alg], idx)
 				} else {
 					r.Unexplained[alg] = append(r.Unexplained[alg], idx)
@@ -498,18 +498,6 @@ func (l *Log) extendedPCRs() uint32 {
 		}
 	}
 	return m
-}
-
-// resetValue is a PCR's value after TPM2_Startup(CLEAR) at locality 0
-// (PC Client PTP: PCR17-22 reset to all ones, the others to zero).
-func resetValue(alg pcrs.Alg, idx int) []byte {
-	v := make([]byte, alg.Size())
-	if idx >= 17 && idx <= 22 {
-		for i := range v {
-			v[i] = 0xFF
-		}
-	}
-	return v
 }
 
 // ebsWorkaround returns PCR5 with the two ExitBootServices actions appended,

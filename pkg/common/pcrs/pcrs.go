@@ -80,6 +80,19 @@ func (a Alg) New() (hash.Hash, error) {
 // Weak reports whether the bank's hash is no longer collision resistant.
 func (a Alg) Weak() bool { return a == SHA1 }
 
+// ResetValue is PCR index's value in bank a after TPM2_Startup(CLEAR) at
+// locality 0 (PC Client PTP): PCR17-22 all ones (the DRTM PCRs), the
+// others zero.
+func (a Alg) ResetValue(index int) []byte {
+	v := make([]byte, a.Size())
+	if index >= 17 && index <= 22 {
+		for i := range v {
+			v[i] = 0xff
+		}
+	}
+	return v
+}
+
 // ParseAlg parses a bank name ("sha1", "sha256", "sha384", "sha512", "sm3_256"/"sm3").
 func ParseAlg(s string) (Alg, error) {
 	s = strings.ToLower(strings.TrimSpace(s))

@@ -2,6 +2,7 @@ package pcrs
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -84,4 +85,22 @@ func FuzzFromJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestResetValue(t *testing.T) {
+	for _, tc := range []struct {
+		alg   Alg
+		index int
+		want  string
+	}{
+		{SHA256, 0, zeros(32)},
+		{SHA256, 16, zeros(32)},
+		{SHA256, 17, strings.Repeat("ff", 32)},
+		{SHA1, 22, strings.Repeat("ff", 20)},
+		{SHA384, 23, zeros(48)},
+	} {
+		if got := fmt.Sprintf("%x", tc.alg.ResetValue(tc.index)); got != tc.want {
+			t.Errorf("%s PCR%d reset = %s, want %s", tc.alg, tc.index, got, tc.want)
+		}
+	}
 }

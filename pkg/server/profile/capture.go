@@ -120,14 +120,14 @@ func Capture(l *eventlog.Log, name string, bank pcrs.Alg, pcrList []int, opts ..
 		case values != nil || c.replay:
 			v, ok := values.Get(bank, i)
 			if !ok && len(ent.Events) == 0 {
-				v, ok = resetValue(bank, i), true
+				v, ok = bank.ResetValue(i), true
 			}
 			if !ok || len(v) != bank.Size() {
 				return nil, fmt.Errorf("%w: no %s value for PCR %d", ErrCapture, bank, i)
 			}
 			ent.Value = hexLower(v)
 		case len(ent.Events) == 0:
-			ent.Value = hexLower(resetValue(bank, i))
+			ent.Value = hexLower(bank.ResetValue(i))
 		}
 		entries[i] = ent
 	}
@@ -222,16 +222,6 @@ func has(m map[string]Event, k string) bool { _, ok := m[k]; return ok }
 // EV_NO_ACTION never is; the 0xFFFFFFFF trailer names no PCR).
 func extends(e *eventlog.Event) bool {
 	return e.Type != eventlog.EvNoAction && e.PCR != eventlog.TrailerPCR && e.PCR <= pcrs.MaxIndex
-}
-
-func resetValue(alg pcrs.Alg, idx int) []byte {
-	v := make([]byte, alg.Size())
-	if idx >= 17 && idx <= 22 {
-		for i := range v {
-			v[i] = 0xFF
-		}
-	}
-	return v
 }
 
 func describeEvent(l *eventlog.Log, e *eventlog.Event) Event {

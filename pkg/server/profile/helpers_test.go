@@ -37,7 +37,7 @@ func quoteOf(tb testing.TB, l *eventlog.Log, bank pcrs.Alg, pcrList []int) pcrs.
 	for _, i := range pcrList {
 		v, ok := vals.Get(bank, i)
 		if !ok {
-			v = resetValue(bank, i)
+			v = bank.ResetValue(i)
 		}
 		q.Set(bank, i, v)
 	}
