@@ -2,77 +2,17 @@ package agent_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"maps"
-	"math/big"
-	"net/url"
 	"slices"
 	"testing"
-	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
+	"github.com/tpmid/tpmid/internal/testakca"
 	"github.com/tpmid/tpmid/internal/testmachine"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 	"github.com/tpmid/tpmid/pkg/server/session"
 )
-
-// akCA is a minimal AK CA behind the session's AKIssuer port, enough for
-// the fast path.
-type akCA struct {
-	key  crypto.Signer
-	root *x509.Certificate
-	n    int64
-}
-
-func newAKCA(t *testing.T) *akCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ak ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := x509.ParseCertificate(der)
-	return &akCA{key: key, root: root, n: 1}
-}
-
-func (c *akCA) IssueAK(_ context.Context, f *session.Facts, id spiffeid.ID) ([][]byte, error) {
-	c.n++
-	u, _ := url.Parse(id.String())
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(c.n), Subject: pkix.Name{CommonName: f.EKHash},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour), URIs: []*url.URL{u},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.root, f.AKPublic, c.key)
-	return [][]byte{der}, err
-}
-
-func (c *akCA) CheckAK(_ context.Context, chain [][]byte, f *session.Facts, ak crypto.PublicKey, id spiffeid.ID) (time.Time, error) {
-	leaf, err := x509.ParseCertificate(chain[0])
-	if err != nil {
-		return time.Time{}, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(c.root)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return time.Time{}, err
-	}
-	if eq, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ak) || leaf.Subject.CommonName != f.EKHash || leaf.URIs[0].String() != id.String() {
-		return time.Time{}, errors.New("another AK, EK or agent")
-	}
-	return leaf.NotAfter, nil
-}
-
-func (c *akCA) Renew(time.Time) bool { return false }
 
 // relay runs one attestation through Next on both sides, as the plugin
 // shells do, and returns the agent's TPM commands by code.
@@ -152,7 +92,7 @@ func TestAgentCommandCounts(t *testing.T) {
 	}
 	full := serverConfig(t, m)
 	withCA := serverConfig(t, m)
-	withCA.Issuer = newAKCA(t)
+	withCA.Issuer = testakca.New(t, "ak ca")
 	acfg := agent.Config{DataDir: t.TempDir(), Hostname: "node-1"}
 
 	for _, step := range []struct {

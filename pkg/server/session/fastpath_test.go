@@ -2,17 +2,9 @@ package session_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"math/big"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -20,71 +12,13 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/tpmid/tpmid/internal/testakca"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
 	"github.com/tpmid/tpmid/pkg/server/verify"
 )
-
-// testIssuer is a minimal AK CA behind the session's AKIssuer port: the
-// leaf carries the agent ID as URI SAN and the EK hash as subject CN. The
-// real CA (ca/) has its own tests; this one checks how the session uses it.
-type testIssuer struct {
-	key      crypto.Signer
-	root     *x509.Certificate
-	lifetime time.Duration
-	now      time.Time
-	issued   int
-}
-
-func newTestIssuer(t *testing.T, name string) *testIssuer {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := x509.ParseCertificate(der)
-	return &testIssuer{key: key, root: root, lifetime: 24 * time.Hour, now: time.Now()}
-}
-
-func (c *testIssuer) IssueAK(_ context.Context, f *session.Facts, id spiffeid.ID) ([][]byte, error) {
-	c.issued++
-	u, _ := url.Parse(id.String())
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(c.issued + 1)), Subject: pkix.Name{CommonName: f.EKHash},
-		NotBefore: c.now.Add(-time.Minute), NotAfter: c.now.Add(c.lifetime), URIs: []*url.URL{u},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.root, f.AKPublic, c.key)
-	return [][]byte{der}, err
-}
-
-func (c *testIssuer) CheckAK(_ context.Context, chain [][]byte, f *session.Facts, ak crypto.PublicKey, id spiffeid.ID) (time.Time, error) {
-	leaf, err := x509.ParseCertificate(chain[0])
-	if err != nil {
-		return time.Time{}, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(c.root)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: c.now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return time.Time{}, err
-	}
-	eq, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	switch {
-	case !ok || !eq.Equal(ak):
-		return time.Time{}, errors.New("another AK")
-	case leaf.Subject.CommonName != f.EKHash:
-		return time.Time{}, errors.New("another EK")
-	case len(leaf.URIs) != 1 || leaf.URIs[0].String() != id.String():
-		return time.Time{}, errors.New("another agent")
-	}
-	return leaf.NotAfter, nil
-}
-
-func (c *testIssuer) Renew(notAfter time.Time) bool { return notAfter.Sub(c.now) < c.lifetime/3 }
 
 // Commands that touch the EK or make a key (TPM 2.0 Part 2, TPM_CC).
 var ekOrKeyCommands = map[uint32]string{
@@ -134,7 +68,7 @@ func attestWithCA(t *testing.T, f *fixture, cfg *session.Config, acfg agent.Conf
 // a revoked EK is refused on both paths.
 func TestAKCertificateFastPath(t *testing.T) {
 	f := newFixture(t)
-	ca := newTestIssuer(t, "tpmid test AK CA")
+	ca := testakca.New(t, "tpmid test AK CA")
 	nodes := &recordingNodes{admit: &session.Admission{}}
 	cfg := f.policy(t, appraise.EKPolicyCert, f.TrustDir)
 	cfg.Issuer, cfg.Nodes = ca, nodes
@@ -164,8 +98,8 @@ func TestAKCertificateFastPath(t *testing.T) {
 	t.Run("renewed near expiry", func(t *testing.T) {
 		kept, _ := os.ReadFile(chainFile)
 		defer os.WriteFile(chainFile, kept, 0o600)
-		ca.now = ca.now.Add(20 * time.Hour) // 4h left of 24h
-		defer func() { ca.now = ca.now.Add(-20 * time.Hour) }()
+		ca.Now = ca.Now.Add(20 * time.Hour) // 4h left of 24h
+		defer func() { ca.Now = ca.Now.Add(-20 * time.Hour) }()
 		res, cred, _, err := attestWithCA(t, f, cfg, acfg)
 		if err != nil || cred || !res.FastPath || len(res.AKCertChain) != 1 {
 			t.Fatalf("cred %v res %+v err %v", cred, res, err)
@@ -178,7 +112,7 @@ func TestAKCertificateFastPath(t *testing.T) {
 		now   time.Duration
 	}{
 		{"certificate from another CA", func(t *testing.T) []byte {
-			other := newTestIssuer(t, "someone else's CA")
+			other := testakca.New(t, "someone else's CA")
 			chain, _ := other.IssueAK(context.Background(), res.Facts, res.AgentID)
 			return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0]})
 		}, 0},
@@ -198,8 +132,8 @@ func TestAKCertificateFastPath(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ca.now = ca.now.Add(tc.now)
-			defer func() { ca.now = ca.now.Add(-tc.now) }()
+			ca.Now = ca.Now.Add(tc.now)
+			defer func() { ca.Now = ca.Now.Add(-tc.now) }()
 			res, cred, _, err := attestWithCA(t, f, cfg, acfg)
 			if err != nil || !cred || res.FastPath || len(res.AKCertChain) != 1 {
 				t.Fatalf("cred %v res %+v err %v", cred, res, err)
