@@ -163,8 +163,8 @@ const maxCreationField = 4096
 // structure); a software key claiming those attributes signs anything.
 // TPM2_ActivateCredential for the EK proves that, and more: the server
 // session therefore relies on activation and does not call this
-// (docs/verification.md, 2026-11-25). It stays for tools that inspect an
-// AK's creation.
+// (docs/verification.md, 2026-11-25). Nothing in the product calls it any
+// more; it goes with the hello's creation fields (same entry).
 func CheckAKCreation(akPublic, createData, createAttestation, createSignature []byte) error {
 	ak, err := ParseAKPublic(akPublic)
 	if err != nil {
