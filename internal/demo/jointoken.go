@@ -102,29 +102,9 @@ func JoinTokenAgentConfig(dataDir, socketPath, bundlePath string, serverPort int
 	if logLevel == "" {
 		logLevel = "DEBUG"
 	}
-	return fmt.Sprintf(`agent {
-    data_dir = %s
-    log_level = %q
-    server_address = "127.0.0.1"
-    server_port = "%d"
-    socket_path = %s
-    trust_bundle_path = %s
-    trust_domain = %q
-    join_token = %q
-}
-
-plugins {
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
-    KeyManager "memory" {
-        plugin_data {}
-    }
-    WorkloadAttestor "unix" {
-        plugin_data {}
-    }
-}
-`, hclString(dataDir), logLevel, serverPort, hclString(socketPath), hclString(bundlePath), TrustDomain, token)
+	return agentConfig(dataDir, socketPath, bundlePath, serverPort, logLevel,
+		fmt.Sprintf("    join_token = %q\n", token),
+		"    NodeAttestor \"join_token\" {\n        plugin_data {}\n    }\n")
 }
 
 // AttestJoinToken makes a join token on srv and runs a fresh spire-agent

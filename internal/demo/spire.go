@@ -293,6 +293,21 @@ func AgentConfig(dataDir, socketPath, bundlePath string, serverPort int, pluginC
 		fmt.Fprintf(&pd, "            event_log_path = %s\n", hclString(o.EventLogPath))
 	}
 	fmt.Fprintf(&pd, "            data_dir = %s\n", hclString(filepath.Join(dataDir, "tpmid")))
+	attestor := fmt.Sprintf(`    NodeAttestor %q {
+        plugin_cmd = %s
+        plugin_checksum = %q
+        plugin_data {
+%s        }
+    }
+`, PluginName, hclString(pluginCmd), pluginSum, pd.String())
+	return agentConfig(dataDir, socketPath, bundlePath, serverPort, level, "", attestor)
+}
+
+// agentConfig renders a spire-agent config around one NodeAttestor block
+// (attestor) and extra lines of the agent block, the rest the same for
+// every agent the harness runs, so that tpmid and join_token agents differ
+// only in how they attest.
+func agentConfig(dataDir, socketPath, bundlePath string, serverPort int, logLevel, extra, attestor string) string {
 	return fmt.Sprintf(`agent {
     data_dir = %s
     log_level = %q
@@ -301,24 +316,17 @@ func AgentConfig(dataDir, socketPath, bundlePath string, serverPort int, pluginC
     socket_path = %s
     trust_bundle_path = %s
     trust_domain = %q
-}
+%s}
 
 plugins {
-    NodeAttestor %q {
-        plugin_cmd = %s
-        plugin_checksum = %q
-        plugin_data {
-%s        }
-    }
-    KeyManager "memory" {
+%s    KeyManager "memory" {
         plugin_data {}
     }
     WorkloadAttestor "unix" {
         plugin_data {}
     }
 }
-`, hclString(dataDir), level, serverPort, hclString(socketPath), hclString(bundlePath), TrustDomain,
-		PluginName, hclString(pluginCmd), pluginSum, pd.String())
+`, hclString(dataDir), logLevel, serverPort, hclString(socketPath), hclString(bundlePath), TrustDomain, extra, attestor)
 }
 
 // Attestation is the outcome of one agent's node attestation.
