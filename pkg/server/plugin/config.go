@@ -113,7 +113,7 @@ func buildConfig(trustDomain, hclText string) (*settings, error) {
 	errs = append(errs, unknown...)
 	warnings, aliasErrs := applyAliases(&c)
 	errs = append(errs, aliasErrs...)
-	ek := &session.EKPolicy{}
+	ek := &session.EKPolicy{Cache: session.NewEKCache(session.DefaultEKCacheSize)}
 	p := &session.Config{
 		TrustDomain:     td,
 		EK:              ek,

@@ -18,6 +18,9 @@ type EKPolicy struct {
 	Trust     *verify.EKTrust    // nil when the policy needs none
 	Allowlist appraise.Allowlist // nil when the policy needs none
 	Now       func() time.Time   // default time.Now
+	// Cache, when set, remembers accepted certificate chains (EKCache);
+	// nil verifies every chain in full.
+	Cache *EKCache
 }
 
 // AdmitEK implements EKAdmission.
@@ -29,7 +32,7 @@ func (p *EKPolicy) AdmitEK(_ context.Context, ek *EKClaim) (*verify.EKFacts, err
 		if p.Now != nil {
 			now = p.Now
 		}
-		f, err := verify.VerifyEKCert(ek.Certificate, ek.Intermediates, p.Trust, now())
+		f, err := p.verifyCert(ek, now())
 		var ve *verify.Error
 		if errors.As(err, &ve) && ve.Reason == verify.ReasonEKCertProfile {
 			// A trusted CA's certificate for a key that is not an EK:
@@ -48,4 +51,20 @@ func (p *EKPolicy) AdmitEK(_ context.Context, ek *EKClaim) (*verify.EKFacts, err
 		return nil, &verify.Error{Reason: ReasonEKNotAdmitted, Err: fmt.Errorf("EK %s: %w", ek.Hash, err)}
 	}
 	return facts, nil
+}
+
+// verifyCert is verify.VerifyEKCert through the cache, when there is one.
+func (p *EKPolicy) verifyCert(ek *EKClaim, now time.Time) (*verify.EKFacts, error) {
+	if p.Cache == nil {
+		return verify.VerifyEKCert(ek.Certificate, ek.Intermediates, p.Trust, now)
+	}
+	key := ekCacheKey(ek.Certificate, ek.Intermediates)
+	if f, ok := p.Cache.get(key, now); ok {
+		return f, nil
+	}
+	f, err := verify.VerifyEKCert(ek.Certificate, ek.Intermediates, p.Trust, now)
+	if err == nil {
+		p.Cache.put(key, f)
+	}
+	return f, err
 }

@@ -291,13 +291,19 @@ func verifyEKChain(cert *x509.Certificate, extraIntermediates []*x509.Certificat
 	if u := leaf.UnhandledCriticalExtensions; len(u) > 0 {
 		return nil, failf(ReasonEKCriticalExtension, "unhandled critical extension %v", u[0])
 	}
-	inter := x509.NewCertPool()
-	if trust.Intermediates != nil {
-		inter = trust.Intermediates.Clone()
-	}
-	for _, c := range extraIntermediates {
-		if c != nil {
-			inter.AddCert(c)
+	// The bundle's pool is copied only to add the agent's intermediates:
+	// Verify only reads it, and a vendor bundle holds a hundred or more.
+	inter := trust.Intermediates
+	if inter == nil || len(extraIntermediates) > 0 {
+		if inter == nil {
+			inter = x509.NewCertPool()
+		} else {
+			inter = inter.Clone()
+		}
+		for _, c := range extraIntermediates {
+			if c != nil {
+				inter.AddCert(c)
+			}
 		}
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{
