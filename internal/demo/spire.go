@@ -106,6 +106,8 @@ func ServerConfig(dataDir, socketPath string, port int, pluginCmd, pluginSum str
     trust_domain = %q
     data_dir = %s
     log_level = %q
+    # "text" stamps each line to the nanosecond (the default, to the second)
+    log_format = "text"
     ca_ttl = "24h"
     default_x509_svid_ttl = "1h"
 }
@@ -311,6 +313,7 @@ func agentConfig(dataDir, socketPath, bundlePath string, serverPort int, logLeve
 	return fmt.Sprintf(`agent {
     data_dir = %s
     log_level = %q
+    log_format = "text"
     server_address = "127.0.0.1"
     server_port = "%d"
     socket_path = %s

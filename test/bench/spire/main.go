@@ -98,7 +98,7 @@ func run() int {
 	}
 
 	runs := 0
-	var parts []phases
+	var parts, jparts []phases
 	var last time.Time // when the previous attestation was done
 	pace := func() {
 		if d := time.Until(last.Add(limiterGap)); d > 0 {
@@ -132,6 +132,7 @@ func run() int {
 			return 0, err
 		}
 		a.Agent.Stop()
+		jparts = append(jparts, agentPhases(a.Agent.Log()))
 		return a.Duration, nil
 	}
 
@@ -148,7 +149,7 @@ func run() int {
 		return fail(fmt.Errorf("warm-up (join_token): %w", err))
 	}
 	var tt, jt []time.Duration
-	parts = nil // not the warm-up's
+	parts, jparts = nil, nil // not the warm-up's
 	for i := range *n {
 		d, err := tpmid()
 		if err != nil {
@@ -165,22 +166,7 @@ func run() int {
 	mt, mj := median(tt), median(jt)
 	ratio := float64(mt) / float64(mj)
 	fmt.Printf("median: tpmid %.1f ms, join_token %.1f ms, ratio %.2f\n", msf(mt), msf(mj), ratio)
-	var up, busy []time.Duration
-	for _, p := range parts {
-		if p.pluginUp > 0 {
-			up = append(up, p.pluginUp)
-		}
-		if p.busy > 0 {
-			busy = append(busy, p.busy)
-		}
-	}
-	if len(up) > 0 {
-		fmt.Printf("tpmid, medians: spire-agent start to the agent plugin's first log line (process, plugin_checksum, go-plugin handshake) %.1f ms", msf(median(up)))
-		if len(busy) > 0 {
-			fmt.Printf("; the agent plugin's own TPM work (plugin_busy_ms) %.1f ms", msf(median(busy)))
-		}
-		fmt.Println()
-	}
+	report(parts, jparts)
 	verdict := "met"
 	if ratio > goalRatio {
 		verdict = "NOT met"
@@ -206,21 +192,25 @@ func fail(err error) int {
 	return 1
 }
 
-// phases is what a tpmid agent's log tells of where its time went.
+// phases is what an agent's log tells of where its time went, from the
+// harness's start line (RFC 3339, nanoseconds) and spire-agent's own
+// timestamps (log_format "text": nanoseconds); zero when absent.
 type phases struct {
-	pluginUp time.Duration // agent start to the plugin's first log line
-	busy     time.Duration // the plugin's plugin_busy_ms
+	process  time.Duration // process start to "Starting agent"
+	plugins  time.Duration // "Starting agent" to node attestation starting: the catalog, for tpmid plugin_checksum, exec, go-plugin handshake, Configure
+	attest   time.Duration // node attestation starting to "Node attestation was successful"
+	pluginUp time.Duration // start to the tpmid agent plugin's first log line
+	busy     time.Duration // the tpmid agent plugin's plugin_busy_ms
 }
 
 var (
 	startRe      = regexp.MustCompile(`(?m)^### (\S+): `)
+	lineTimeRe   = regexp.MustCompile(`^time="([^"]+)"`)
 	pluginTSRe   = regexp.MustCompile(`subsystem_name=tpm\.tpmid-agent-plugin[^\n]*timestamp="?([0-9TZ:.\-]+)"?`)
 	pluginBusyRe = regexp.MustCompile(`plugin_busy_ms=([0-9.]+)`)
 )
 
-// agentPhases reads the harness's start line (RFC 3339, nanoseconds) and
-// the agent plugin's hclog timestamps (milliseconds) from an agent's log;
-// zero when absent.
+// agentPhases reads an agent's log.
 func agentPhases(log string) phases {
 	var p phases
 	m := startRe.FindStringSubmatch(log)
@@ -231,6 +221,29 @@ func agentPhases(log string) phases {
 	if err != nil {
 		return p
 	}
+	// The first line with each message.
+	at := func(msg string) time.Time {
+		for _, l := range strings.Split(log, "\n") {
+			if !strings.Contains(l, msg) {
+				continue
+			}
+			if m := lineTimeRe.FindStringSubmatch(l); m != nil {
+				if t, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
+					return t
+				}
+			}
+			return time.Time{}
+		}
+		return time.Time{}
+	}
+	span := func(a, b time.Time) time.Duration {
+		if a.IsZero() || b.IsZero() || b.Before(a) {
+			return 0
+		}
+		return b.Sub(a)
+	}
+	agent, nodeAtt, done := at(`msg="Starting agent"`), at(`Starting node attestation"`), at(`msg="Node attestation was successful"`)
+	p.process, p.plugins, p.attest = span(start, agent), span(agent, nodeAtt), span(nodeAtt, done)
 	if m := pluginTSRe.FindStringSubmatch(log); m != nil {
 		if t, err := time.Parse("2006-01-02T15:04:05.000Z07:00", m[1]); err == nil && t.After(start) {
 			p.pluginUp = t.Sub(start)
@@ -242,4 +255,34 @@ func agentPhases(log string) phases {
 		}
 	}
 	return p
+}
+
+// report prints the medians of each phase for both kinds.
+func report(tp, jp []phases) {
+	med := func(ps []phases, f func(phases) time.Duration) string {
+		var ds []time.Duration
+		for _, p := range ps {
+			if d := f(p); d > 0 {
+				ds = append(ds, d)
+			}
+		}
+		if len(ds) == 0 {
+			return "      -"
+		}
+		return fmt.Sprintf("%7.1f", msf(median(ds)))
+	}
+	fmt.Println("where the time goes (medians from the agents' own logs, ms):")
+	fmt.Println("                                                            tpmid  join_token")
+	for _, r := range []struct {
+		name string
+		f    func(phases) time.Duration
+	}{
+		{"process start to \"Starting agent\"", func(p phases) time.Duration { return p.process }},
+		{"to node attestation starting (plugins loaded)", func(p phases) time.Duration { return p.plugins }},
+		{"node attestation, to \"Node attestation was successful\"", func(p phases) time.Duration { return p.attest }},
+	} {
+		fmt.Printf("  %-56s %s %s\n", r.name, med(tp, r.f), med(jp, r.f))
+	}
+	fmt.Printf("  tpmid: start to the agent plugin's first log line %s; its TPM work (plugin_busy_ms) %s\n",
+		strings.TrimSpace(med(tp, func(p phases) time.Duration { return p.pluginUp })), strings.TrimSpace(med(tp, func(p phases) time.Duration { return p.busy })))
 }
