@@ -88,8 +88,16 @@ type CA struct {
 	inter    *x509.Certificate
 	previous []*x509.Certificate
 	roots    *x509.CertPool
-	tmpl     *template.Template
-	now      func() time.Time
+	// anchors are the root and every intermediate of this CA that Load
+	// checked was issued by the root: VerifyAK starts chains at them, so
+	// an AK certificate costs one signature check, not two (the root's
+	// signature on its own intermediate does not change between
+	// attestations). anchorRaw holds their DER, to leave them out of the
+	// certificates a holder sends.
+	anchors   *x509.CertPool
+	anchorRaw map[string]bool
+	tmpl      *template.Template
+	now       func() time.Time
 }
 
 // Option changes how Load opens a CA.
@@ -133,6 +141,15 @@ func Load(ctx context.Context, dir string, opts ...Option) (*CA, error) {
 	}
 	if err := checkIssuedBy(c.inter, c.root); err != nil {
 		return nil, fmt.Errorf("intermediate %s: %w", cfg.Intermediate.Certificate, err)
+	}
+	c.anchors, c.anchorRaw = x509.NewCertPool(), map[string]bool{}
+	for _, a := range append([]*x509.Certificate{c.root, c.inter}, c.previous...) {
+		// A previous intermediate the root did not issue stays a plain
+		// intermediate, refused by the chain as before.
+		if a == c.root || checkIssuedBy(a, c.root) == nil {
+			c.anchors.AddCert(a)
+			c.anchorRaw[string(a.Raw)] = true
+		}
 	}
 	text := DefaultAKTemplate
 	if cfg.AK.Template != "" {
@@ -231,8 +248,29 @@ func (c *CA) AKLifetime() time.Duration { return c.cfg.AK.Lifetime.Std() }
 // now, and checks the AK profile. It does not compare the certificate's
 // key, permanent identifier or SPIFFE ID with anything: the caller does
 // (the fast path compares them with the AK and EK it sees).
+//
+// The CA's own intermediates that Load found issued by its root are trust
+// anchors here, beside the root: the chain is [leaf, intermediate], one
+// signature check, and Facts.Chain ends with the root as before. The
+// root's validity at now is still required.
 func (c *CA) VerifyAK(cert *x509.Certificate, sent []*x509.Certificate, now time.Time) (*akcert.Facts, error) {
-	return akcert.Verify(cert, append(c.Intermediates(), sent...), c.roots, now)
+	if now.Before(c.root.NotBefore) || now.After(c.root.NotAfter) {
+		return nil, &akcert.ProfileError{Rule: akcert.RuleExpired, Msg: fmt.Sprintf("the CA root %q is outside its validity at %s", c.root.Subject.CommonName, now.UTC().Format(time.RFC3339))}
+	}
+	var inters []*x509.Certificate
+	for _, s := range append(c.Intermediates(), sent...) {
+		if s != nil && !c.anchorRaw[string(s.Raw)] {
+			inters = append(inters, s)
+		}
+	}
+	f, err := akcert.Verify(cert, inters, c.anchors, now)
+	if err != nil {
+		return nil, err
+	}
+	if last := f.Chain[len(f.Chain)-1]; !last.Equal(c.root) {
+		f.Chain = append(f.Chain, c.root)
+	}
+	return f, nil
 }
 
 // MaxChain bounds the certificates CheckAK accepts (leaf and

@@ -956,10 +956,35 @@ func TestCheckAK(t *testing.T) {
 	if err != nil || !f.NotAfter.Equal(t0.Add(24*time.Hour)) {
 		t.Fatalf("good chain: %+v, %v", f, err)
 	}
+	// The CA's own intermediate is a trust anchor in VerifyAK, but the
+	// chain it reports still ends at the root.
+	if n := len(f.Chain); n != 3 || !f.Chain[1].Equal(ca.Intermediate()) || !f.Chain[2].Equal(ca.root) {
+		t.Errorf("good chain: Facts.Chain has %d certificates, want leaf, intermediate, root", n)
+	}
 	// The leaf alone is enough: the CA has the intermediates.
 	if _, err := ca.CheckAK(good[:1], req.AKPublic, req.EKPublicDER, testID, t0); err != nil {
 		t.Errorf("leaf alone: %v", err)
 	}
+	// An attacker's intermediate under the real intermediate's name, and
+	// the real leaf re-signed by its key, sent as the chain: the sent
+	// intermediate is no anchor, and the root did not issue it.
+	forgedKey := ecKey(t)
+	forgedInterDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: ca.Intermediate().Subject, NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(48 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, SubjectKeyId: ca.Intermediate().SubjectKeyId,
+	}, &x509.Certificate{Subject: ca.root.Subject, SubjectKeyId: ca.root.SubjectKeyId}, forgedKey.Public(), forgedKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedInter, err := x509.ParseCertificate(forgedInterDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedLeaf, err := x509.CreateCertificate(rand.Reader, chain[0], forgedInter, req.AKPublic, forgedKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := [][]byte{forgedLeaf, forgedInterDER}
 
 	_, other := newCA(t, InitOptions{})
 	foreign, err := other.IssueAK(context.Background(), req)
@@ -976,25 +1001,33 @@ func TestCheckAK(t *testing.T) {
 		now   time.Time
 		rule  string
 	}{
-		"another AK":       {good, otherAK.Public(), req.EKPublicDER, testID, t0, akcert.RuleAKMismatch},
-		"another EK":       {good, req.AKPublic, der(t, otherEK.Public()), testID, t0, akcert.RuleEKMismatch},
-		"no EK":            {good, req.AKPublic, nil, testID, t0, akcert.RuleEKMismatch},
-		"another agent":    {good, req.AKPublic, req.EKPublicDER, otherID, t0, akcert.RuleSPIFFEIDMismatch},
-		"expired":          {good, req.AKPublic, req.EKPublicDER, testID, t0.Add(25 * time.Hour), akcert.RuleExpired},
-		"another CA":       {ders(foreign), req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleChain},
-		"intermediate":     {good[1:], req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleSubject},
-		"empty":            {nil, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
-		"too long":         {[][]byte{good[0], good[1], good[1], good[1], good[1]}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
-		"garbage":          {[][]byte{[]byte("not DER")}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
-		"trailing bytes":   {[][]byte{append(slices.Clone(good[0]), 0)}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
-		"huge":             {[][]byte{make([]byte, MaxCertSize+1)}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
-		"bad intermediate": {[][]byte{good[0], []byte{0x30, 0x00}}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
+		"another AK":          {good, otherAK.Public(), req.EKPublicDER, testID, t0, akcert.RuleAKMismatch},
+		"another EK":          {good, req.AKPublic, der(t, otherEK.Public()), testID, t0, akcert.RuleEKMismatch},
+		"no EK":               {good, req.AKPublic, nil, testID, t0, akcert.RuleEKMismatch},
+		"another agent":       {good, req.AKPublic, req.EKPublicDER, otherID, t0, akcert.RuleSPIFFEIDMismatch},
+		"expired":             {good, req.AKPublic, req.EKPublicDER, testID, t0.Add(25 * time.Hour), akcert.RuleExpired},
+		"another CA":          {ders(foreign), req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleChain},
+		"forged intermediate": {forged, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleChain},
+		"root expired":        {good, req.AKPublic, req.EKPublicDER, testID, ca.root.NotAfter.Add(time.Second), akcert.RuleExpired},
+		"intermediate":        {good[1:], req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleSubject},
+		"empty":               {nil, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
+		"too long":            {[][]byte{good[0], good[1], good[1], good[1], good[1]}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
+		"garbage":             {[][]byte{[]byte("not DER")}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
+		"trailing bytes":      {[][]byte{append(slices.Clone(good[0]), 0)}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
+		"huge":                {[][]byte{make([]byte, MaxCertSize+1)}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
+		"bad intermediate":    {[][]byte{good[0], []byte{0x30, 0x00}}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
 	} {
 		_, err := ca.CheckAK(tc.chain, tc.ak, tc.ek, tc.id, tc.now)
 		var pe *akcert.ProfileError
 		if !errors.As(err, &pe) || pe.Rule != tc.rule {
 			t.Errorf("%s: %v, want rule %s", name, err, tc.rule)
 		}
+	}
+
+	// With the intermediate as an anchor, the root's own validity is still
+	// required (crypto/x509 no longer sees the root in the chain).
+	if _, err := ca.VerifyAK(chain[0], nil, ca.root.NotAfter.Add(time.Second)); err == nil || !strings.Contains(err.Error(), "CA root") {
+		t.Errorf("after the root expired: %v, want the root named", err)
 	}
 
 	// After a rotation, a certificate of the previous intermediate still
