@@ -107,6 +107,9 @@ type Attester struct {
 	create   wire.AK
 	start    time.Time
 	clock    uint64
+	// akCertChain is the AK certificate chain the server's CA delivered,
+	// presented in later hellos (the fast path); nil until one is.
+	akCertChain [][]byte
 }
 
 // New makes an attester: EK, EK certificate from ca, AK and its creation
@@ -270,7 +273,12 @@ type Session struct {
 	// activate is TPM2_ActivateCredential; tests replace it to play an
 	// agent whose TPM does not hold the EK.
 	activate func(blob, secret []byte) ([]byte, error)
+	fast     bool // the challenge carried no credential
 }
+
+// FastPath reports whether the server's challenge carried no credential:
+// it took the hello's AK certificate instead of TPM2_MakeCredential.
+func (s *Session) FastPath() bool { return s.fast }
 
 // Start draws a fresh agent nonce and encodes the hello, as the agent does
 // for every attestation.
@@ -280,11 +288,12 @@ func (a *Attester) Start() (*Session, error) {
 		return nil, err
 	}
 	hello, err := wire.EncodeHello(&wire.Hello{
-		Version:  wire.Version,
-		EK:       wire.EK{Certificate: a.ekCert, Public: a.ekPub},
-		AK:       a.create,
-		Nonce:    nonce,
-		Hostname: a.Hostname,
+		Version:     wire.Version,
+		EK:          wire.EK{Certificate: a.ekCert, Public: a.ekPub},
+		AK:          a.create,
+		AKCertChain: a.akCertChain,
+		Nonce:       nonce,
+		Hostname:    a.Hostname,
 	})
 	if err != nil {
 		return nil, err
@@ -298,9 +307,24 @@ func (a *Attester) Start() (*Session, error) {
 // Hello is the session's first message.
 func (s *Session) Hello() []byte { return s.hello }
 
-// ErrDelivery: the server sent an AK certificate delivery, which this
-// harness does not accept (it configures no ca_dir).
-var ErrDelivery = errors.New("softagent: the server sent an AK certificate delivery; run the server without ca_dir")
+// ErrDelivery: Answer was given an AK certificate delivery, which Deliver
+// takes.
+var ErrDelivery = errors.New("softagent: the server sent an AK certificate delivery: answer it with Deliver")
+
+// HasAKCert reports whether the attester holds a delivered AK certificate
+// chain, so that its hellos ask for the fast path.
+func (a *Attester) HasAKCert() bool { return len(a.akCertChain) > 0 }
+
+// Deliver takes the server's AK certificate delivery, as the agent keeps
+// the chain with its AK, and returns the acknowledgement.
+func (s *Session) Deliver(deliveryRaw []byte) ([]byte, error) {
+	d, err := wire.DecodeDelivery(deliveryRaw)
+	if err != nil {
+		return nil, err
+	}
+	s.a.akCertChain = d.AKCertChain
+	return wire.Encode(wire.Ack{Version: d.Version, Stored: true})
+}
 
 // Answer answers the server's challenge with the evidence: the activation
 // proof (TPM2_ActivateCredential in software), one quote per selected bank
@@ -315,6 +339,7 @@ func (s *Session) Answer(challengeRaw []byte) ([]byte, error) {
 	}
 	a := s.a
 	ev := &wire.Evidence{Version: wire.Version, PCRs: map[string]map[int][]byte{}}
+	s.fast = ch.Credential == nil
 	if ch.Credential != nil {
 		secret, err := s.activate(ch.Credential.Blob, ch.Credential.Secret)
 		if err != nil {

@@ -13,9 +13,11 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/tpmid/tpmid/ca/issuer"
 	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/pkg/common/wire"
+	"github.com/tpmid/tpmid/pkg/server/akissuer"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
 	"github.com/tpmid/tpmid/pkg/server/verify"
@@ -195,5 +197,68 @@ func TestNewBootRefusesABadLog(t *testing.T) {
 	f := newFixture(t)
 	if _, err := NewBoot(f.boot.EventLog[:100]); err == nil {
 		t.Fatal("NewBoot accepted a truncated log")
+	}
+}
+
+// TestAttesterDeliveryAndFastPath: with tpmid's AK CA, the server's session
+// delivers an AK certificate after the attester's first, full attestation;
+// the attester keeps it, and its next attestation takes the fast path (no
+// credential in the challenge) and is admitted under the same agent ID. So
+// bench-load's sqlite-ca figures are for the delivery step and the fast
+// path as a real agent drives them.
+func TestAttesterDeliveryAndFastPath(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	if _, err := issuer.Init(ctx, issuer.InitOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := issuer.Load(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.Issuer = &akissuer.Issuer{CA: ca}
+	a := f.attester(t, "load-ca")
+
+	// One attestation with a delivery: hello, evidence, acknowledgement.
+	attestOnce := func() (*session.Result, bool, bool) {
+		t.Helper()
+		s, err := a.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := session.New(f.cfg)
+		msg, delivered := s.Hello(), false
+		for range 3 {
+			reply, res, err := srv.Next(ctx, msg)
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if res != nil {
+				return res, s.FastPath(), delivered
+			}
+			if wire.IsDelivery(reply) {
+				delivered = true
+				msg, err = s.Deliver(reply)
+			} else {
+				msg, err = s.Answer(reply)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Fatal("no verdict after three messages")
+		return nil, false, false
+	}
+	first, fast, delivered := attestOnce()
+	if fast || !delivered || !a.HasAKCert() {
+		t.Fatalf("first attestation: fast path %v, delivered %v, certificate kept %v; want a full attestation with a delivery", fast, delivered, a.HasAKCert())
+	}
+	second, fast, delivered := attestOnce()
+	if !fast || delivered {
+		t.Fatalf("second attestation: fast path %v, delivered %v; want the fast path without a new delivery", fast, delivered)
+	}
+	if !second.FastPath || second.AgentID != first.AgentID {
+		t.Fatalf("fast path result %v for %s, first was %s", second.FastPath, second.AgentID, first.AgentID)
 	}
 }

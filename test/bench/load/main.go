@@ -39,6 +39,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpmid/tpmid/ca/issuer"
 	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/internal/softagent"
 	"github.com/tpmid/tpmid/internal/testca"
@@ -76,7 +77,7 @@ func main() {
 	flag.StringVar(&conc, "concurrency", fmt.Sprintf("%d,%d", 2*cores, 8*cores), "closed-loop attestations in flight, comma separated (default 2x and 8x the cores)")
 	flag.IntVar(&o.attesters, "attesters", 2000, "distinct software TPMs (EKs)")
 	flag.StringVar(&o.postgres, "postgres", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server to create a fresh database on (empty: skip PostgreSQL)")
-	flag.StringVar(&o.stores, "stores", "sqlite,postgres", "stores to measure, in order")
+	flag.StringVar(&o.stores, "stores", "sqlite,postgres,sqlite-ca", "stores to measure, in order; sqlite-ca is SQLite with tpmid's AK CA (ca_dir): first attestations with the certificate delivery, then the fast path")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for a CPU profile of the plugin per store (runs a bench-only build of the plugin that writes one)")
 	flag.Parse()
 	for _, f := range strings.Split(conc, ",") {
@@ -174,11 +175,17 @@ func run(ctx context.Context, o *options) error {
 		var sr *storeRun
 		switch strings.TrimSpace(name) {
 		case "sqlite":
-			sr, err = measureStore(ctx, o, pluginPath, "SQLite", filepath.Join(dir, "tpmid.db"), bundle, attesters, nil)
+			sr, err = measureStore(ctx, o, pluginPath, "SQLite", filepath.Join(dir, "tpmid.db"), bundle, attesters, nil, "")
 		case "postgres":
 			sr, err = measurePostgres(ctx, o, pluginPath, bundle, attesters)
+		case "sqlite-ca":
+			caDir := filepath.Join(dir, "ak-ca")
+			if _, err = issuer.Init(ctx, issuer.InitOptions{Dir: caDir, Name: "tpmid bench-load AK CA"}); err != nil {
+				return fmt.Errorf("AK CA: %w", err)
+			}
+			sr, err = measureStore(ctx, o, pluginPath, "SQLite + CA", filepath.Join(dir, "tpmid-ca.db"), bundle, attesters, nil, caDir)
 		default:
-			return fmt.Errorf("-stores: unknown store %q (sqlite, postgres)", name)
+			return fmt.Errorf("-stores: unknown store %q (sqlite, postgres, sqlite-ca)", name)
 		}
 		if err != nil {
 			return err
@@ -223,9 +230,14 @@ func makeAttesters(ca *testca.CA, boot *softagent.Boot, n int) ([]*softagent.Att
 
 // pluginData is the server plugin's configuration, as in a spire-server
 // config (conf/server.conf): the EK roots, the sha256 bank's PCRs 0-7 with
-// the event log required, tofu enrollment, and the store.
-func pluginData(bundle, store string) string {
-	return fmt.Sprintf(`ek_ca_bundle = %q
+// the event log required, tofu enrollment, the store, and the AK CA when
+// caDir is set.
+func pluginData(bundle, store, caDir string) string {
+	ca := ""
+	if caDir != "" {
+		ca = fmt.Sprintf("ca_dir = %q\n", caDir)
+	}
+	return ca + fmt.Sprintf(`ek_ca_bundle = %q
 ek_policy = "cert"
 pcr_banks = ["sha256"]
 pcrs = [0, 1, 2, 3, 4, 5, 6, 7]
@@ -242,7 +254,18 @@ server_name = "bench-load"
 // sessions, when not nil, counts the database sessions opened so far
 // (PostgreSQL's pg_stat_database.sessions for the bench database): a pool
 // that closes and reopens connections under load shows there.
-func measureStore(ctx context.Context, o *options, pluginPath, name, store, bundle string, attesters []*softagent.Attester, sessions func() int64) (*storeRun, error) {
+//
+// caDir, when set, is an AK CA for the plugin's ca_dir: the first
+// attestations then carry the delivery step, and every later one takes the
+// fast path.
+func measureStore(ctx context.Context, o *options, pluginPath, name, store, bundle string, attesters []*softagent.Attester, sessions func() int64, caDir string) (*storeRun, error) {
+	if caDir != "" {
+		for _, a := range attesters {
+			if a.HasAKCert() {
+				return nil, fmt.Errorf("%s: the attesters already hold AK certificates (list sqlite-ca last in -stores)", name)
+			}
+		}
+	}
 	var env []string
 	if o.cpuprofile != "" {
 		env = append(env, profileEnvVar+"="+filepath.Join(o.cpuprofile, strings.ToLower(name)+".pprof"))
@@ -252,7 +275,7 @@ func measureStore(ctx context.Context, o *options, pluginPath, name, store, bund
 		return nil, err
 	}
 	defer p.stop(ctx)
-	if err := p.configure(ctx, trustDomain, pluginData(bundle, store)); err != nil {
+	if err := p.configure(ctx, trustDomain, pluginData(bundle, store, caDir)); err != nil {
 		return nil, fmt.Errorf("%s: Configure: %w", name, err)
 	}
 	sr := &storeRun{name: name, countsSessions: sessions != nil}
@@ -331,7 +354,7 @@ func measurePostgres(ctx context.Context, o *options, pluginPath, bundle string,
 		}
 		return n
 	}
-	return measureStore(ctx, o, pluginPath, "PostgreSQL", dsn, bundle, attesters, sessions)
+	return measureStore(ctx, o, pluginPath, "PostgreSQL", dsn, bundle, attesters, sessions, "")
 }
 
 func redact(dsn string) string {
@@ -379,6 +402,9 @@ func report(sr *storeRun) {
 	}
 	w.Flush()
 	for _, p := range append(append([]*phase{sr.enroll}, sr.closed...), sr.half) {
+		if len(p.paths) > 1 || p.paths["full"] != p.ok {
+			fmt.Printf("  %s: paths %s\n", p.name, pathCounts(p.paths))
+		}
 		if sr.countsSessions {
 			fmt.Printf("  %s: %d database sessions opened for %d attestations\n", p.name, p.sessions, p.ok+p.failed)
 		}
@@ -387,6 +413,17 @@ func report(sr *storeRun) {
 		}
 	}
 	fmt.Printf("plugin peak RSS (VmHWM): %.1f MiB; postgres CPU is every PostgreSQL server process's (whoever it served); others' CPU is the rest of the machine, postgres included\n\n", float64(sr.rssKiB)/1024)
+}
+
+// pathCounts is "fast 812, full+delivery 3" in a fixed order.
+func pathCounts(m map[string]int) string {
+	var out []string
+	for _, k := range []string{"full", "full+delivery", "fast", "fast+delivery"} {
+		if m[k] > 0 {
+			out = append(out, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // summary weighs the figures against the issue's goals.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tpmid/tpmid/internal/softagent"
+	"github.com/tpmid/tpmid/pkg/common/wire"
 )
 
 // attestTimeout bounds one attestation, so a stuck plugin fails the run
@@ -25,46 +26,63 @@ import (
 const attestTimeout = 60 * time.Second
 
 // attest runs one NodeAttestor.Attest stream as spire-server relays an
-// agent's: the hello as the payload, the evidence as the challenge response,
-// until the plugin returns the agent's attributes.
-func attest(ctx context.Context, na nodeattestorv1.NodeAttestorClient, a *softagent.Attester) error {
+// agent's: the hello as the payload, the evidence as the challenge
+// response, with a CA the acknowledgement of the AK certificate delivery
+// as the next one, until the plugin returns the agent's attributes. It
+// returns which path the attestation took (full or fast, "+delivery" when
+// the CA delivered a certificate).
+func attest(ctx context.Context, na nodeattestorv1.NodeAttestorClient, a *softagent.Attester) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, attestTimeout)
 	defer cancel() // ends the stream on every path
 	s, err := a.Start()
 	if err != nil {
-		return err
+		return "", err
 	}
 	stream, err := na.Attest(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := stream.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_Payload{Payload: s.Hello()}}); err != nil {
-		return fmt.Errorf("sending the hello: %w", err)
+		return "", fmt.Errorf("sending the hello: %w", err)
 	}
+	delivered := false
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return errors.New("the plugin ended the stream without a verdict")
+				return "", errors.New("the plugin ended the stream without a verdict")
 			}
-			return err
+			return "", err
 		}
 		switch r := resp.Response.(type) {
 		case *nodeattestorv1.AttestResponse_Challenge:
-			ev, err := s.Answer(r.Challenge)
-			if err != nil {
-				return err
+			var reply []byte
+			if wire.IsDelivery(r.Challenge) {
+				reply, err = s.Deliver(r.Challenge)
+				delivered = true
+			} else {
+				reply, err = s.Answer(r.Challenge)
 			}
-			if err := stream.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_ChallengeResponse{ChallengeResponse: ev}}); err != nil {
-				return fmt.Errorf("sending the evidence: %w", err)
+			if err != nil {
+				return "", err
+			}
+			if err := stream.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_ChallengeResponse{ChallengeResponse: reply}}); err != nil {
+				return "", fmt.Errorf("sending the answer to a challenge: %w", err)
 			}
 		case *nodeattestorv1.AttestResponse_AgentAttributes:
 			if r.AgentAttributes.GetSpiffeId() == "" {
-				return errors.New("admitted without a SPIFFE ID")
+				return "", errors.New("admitted without a SPIFFE ID")
 			}
-			return nil
+			path := "full"
+			if s.FastPath() {
+				path = "fast"
+			}
+			if delivered {
+				path += "+delivery"
+			}
+			return path, nil
 		default:
-			return fmt.Errorf("unexpected response %T", r)
+			return "", fmt.Errorf("unexpected response %T", r)
 		}
 	}
 }
@@ -95,6 +113,7 @@ type phase struct {
 	machineCPU  time.Duration // every process's, this harness's and the plugin's included
 	postgresCPU time.Duration // every postgres process's (whoever it serves)
 	sessions    int64         // database sessions opened, when counted
+	paths       map[string]int
 }
 
 // othersCPU is what the rest of the machine used meanwhile: the PostgreSQL
@@ -120,11 +139,18 @@ type recorder struct {
 	lat      []time.Duration
 	failed   int
 	firstErr string
+	paths    map[string]int // successful attestations by path
 }
 
-func (r *recorder) add(d time.Duration, err error) {
+func (r *recorder) add(d time.Duration, path string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err == nil {
+		if r.paths == nil {
+			r.paths = map[string]int{}
+		}
+		r.paths[path]++
+	}
 	if err != nil {
 		r.failed++
 		if r.firstErr == "" {
@@ -150,7 +176,7 @@ func measure(name string, pid int, load func(*recorder)) *phase {
 	h1, p1, m1, g1 := selfCPU(), procCPU(pid), machineCPU(), commCPU("postgres")
 	slices.Sort(r.lat)
 	return &phase{name: name, ok: len(r.lat), failed: r.failed, firstErr: r.firstErr, wall: wall, lat: r.lat,
-		harnessCPU: h1 - h0, pluginCPU: p1 - p0, machineCPU: m1 - m0, postgresCPU: max(0, g1-g0)}
+		harnessCPU: h1 - h0, pluginCPU: p1 - p0, machineCPU: m1 - m0, postgresCPU: max(0, g1-g0), paths: r.paths}
 }
 
 // closedLoop keeps n attestations in flight for d: each worker starts its
@@ -164,8 +190,8 @@ func closedLoop(ctx context.Context, na nodeattestorv1.NodeAttestorClient, attes
 				for time.Now().Before(end) {
 					a := <-attesters
 					t := time.Now()
-					err := attest(ctx, na, a)
-					r.add(time.Since(t), err)
+					path, err := attest(ctx, na, a)
+					r.add(time.Since(t), path, err)
 					attesters <- a
 				}
 			})
@@ -188,8 +214,8 @@ func everyOnce(ctx context.Context, na nodeattestorv1.NodeAttestorClient, all []
 			wg.Go(func() {
 				for a := range next {
 					t := time.Now()
-					err := attest(ctx, na, a)
-					r.add(time.Since(t), err)
+					path, err := attest(ctx, na, a)
+					r.add(time.Since(t), path, err)
 				}
 			})
 		}
@@ -215,8 +241,8 @@ func openLoop(ctx context.Context, na nodeattestorv1.NodeAttestorClient, atteste
 			}
 			wg.Go(func() {
 				a := <-attesters
-				err := attest(ctx, na, a)
-				r.add(time.Since(due), err)
+				path, err := attest(ctx, na, a)
+				r.add(time.Since(due), path, err)
 				attesters <- a
 			})
 		}

@@ -9,6 +9,7 @@ import (
 
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 
+	"github.com/tpmid/tpmid/ca/issuer"
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/pkg/server/plugin"
 )
@@ -65,18 +66,26 @@ func TestPluginData(t *testing.T) {
 	if err := ca.WritePEM(bundle); err != nil {
 		t.Fatal(err)
 	}
-	for _, store := range []string{filepath.Join(t.TempDir(), "tpmid.db"), "postgres://postgres@127.0.0.1:5432/x?sslmode=disable"} {
+	caDir := t.TempDir()
+	if _, err := issuer.Init(context.Background(), issuer.InitOptions{Dir: caDir}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ store, caDir string }{
+		{filepath.Join(t.TempDir(), "tpmid.db"), ""},
+		{"postgres://postgres@127.0.0.1:5432/x?sslmode=disable", ""},
+		{filepath.Join(t.TempDir(), "tpmid-ca.db"), caDir},
+	} {
 		resp, err := plugin.New().Validate(context.Background(), &configv1.ValidateRequest{
 			CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
-			HclConfiguration:  pluginData(bundle, store),
+			HclConfiguration:  pluginData(bundle, c.store, c.caDir),
 		})
 		if err != nil || !resp.GetValid() {
-			t.Fatalf("store %s: Validate = %v, %v", store, resp, err)
+			t.Fatalf("store %s, ca_dir %q: Validate = %v, %v", c.store, c.caDir, resp, err)
 		}
 	}
 	resp, err := plugin.New().Validate(context.Background(), &configv1.ValidateRequest{
 		CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
-		HclConfiguration:  pluginData(bundle, "/x") + "pcrs = [99]\n",
+		HclConfiguration:  pluginData(bundle, "/x", "") + "pcrs = [99]\n",
 	})
 	if err != nil || resp.GetValid() {
 		t.Fatalf("a broken configuration passed Validate: %v, %v", resp, err)
