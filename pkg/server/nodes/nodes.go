@@ -8,12 +8,14 @@ package nodes
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tpmid/tpmid/pkg/server/profile"
@@ -78,6 +80,41 @@ type Nodes struct {
 	Server   string
 	Now      func() time.Time // default time.Now
 	Security SecurityEvent    // may be nil
+
+	// profiles caches parsed profile bodies (parsedProfile).
+	profilesMu sync.Mutex
+	profiles   map[[sha256.Size]byte]*profile.Profile
+}
+
+// maxParsedProfiles bounds the parsed-profile cache: far more than the
+// profiles a fleet assigns at once; when full it is emptied.
+const maxParsedProfiles = 256
+
+// parsedProfile is profile.ParseProfile(body) through a cache keyed by
+// the body's SHA-256. Parsing a real profile strictly (duplicate keys,
+// every digest) costs about a millisecond, more than the rest of an
+// attestation, and every attestation of a host with profiles reads them;
+// the cache holds only what parsing those exact bytes returned, so it
+// answers nothing parsing would not. Appraise only reads profiles.
+func (n *Nodes) parsedProfile(body []byte) (*profile.Profile, error) {
+	key := sha256.Sum256(body)
+	n.profilesMu.Lock()
+	p, ok := n.profiles[key]
+	n.profilesMu.Unlock()
+	if ok {
+		return p, nil
+	}
+	p, err := profile.ParseProfile(body)
+	if err != nil {
+		return nil, err
+	}
+	n.profilesMu.Lock()
+	defer n.profilesMu.Unlock()
+	if n.profiles == nil || len(n.profiles) >= maxParsedProfiles {
+		n.profiles = map[[sha256.Size]byte]*profile.Profile{}
+	}
+	n.profiles[key] = p
+	return p, nil
 }
 
 // refusal is a refusal that also proposes the boot state it saw, for an
@@ -225,12 +262,12 @@ func (n *Nodes) appraise(ctx context.Context, tx store.Tx, h *store.Host, f *ses
 	}
 	profiles := make([]profile.Profile, 0, len(stored))
 	for _, sp := range stored {
-		p, err := profile.ParseProfile(sp.Body)
+		p, err := n.parsedProfile(sp.Body)
 		if err != nil {
 			return "", refuse(ReasonProfileInvalid, "profile %s version %d: %v", sp.Name, sp.Version, err)
 		}
-		p.Version = sp.Version
-		profiles = append(profiles, *p)
+		profiles = append(profiles, *p) // a copy: the cached one is shared
+		profiles[len(profiles)-1].Version = sp.Version
 	}
 	in := profile.Input{Log: f.Log, Replayed: f.Replayed, Quoted: f.PCRs, SecureBoot: f.SecureBoot}
 	v := profile.Appraise(in, profiles)

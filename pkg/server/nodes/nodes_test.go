@@ -271,3 +271,60 @@ func TestProfiles(t *testing.T) {
 		t.Errorf("proposed state is not a profile: %v", err)
 	}
 }
+
+// TestParsedProfilesFollowTheStore: profiles are parsed once per body and
+// reused, but what an attestation is judged by is always what the store
+// holds now: a new version with another body takes effect at once, and a
+// new version with a body parsed before is reported under its own version.
+func TestParsedProfilesFollowTheStore(t *testing.T) {
+	n, _ := newNodes(t, Open)
+	good := facts{ek: "a", kernel: "6.8", clock: 10}.session(t)
+	other := facts{ek: "a", kernel: "6.9-other", clock: 20}.session(t)
+	enroll(t, n, good, "web-1", "web")
+	bodyOf := func(s *session.Facts) []byte {
+		p, err := profile.Capture(s.Log, "web-fleet", pcrs.SHA256, []int{0, 1, 2, 3, 4, 5, 6, 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	put := func(body []byte, assign bool) {
+		t.Helper()
+		if err := n.Store.Update(context.Background(), func(tx store.Tx) error {
+			if _, err := tx.PutProfile(context.Background(), store.Profile{Name: "web-fleet", Body: body}); err != nil {
+				return err
+			}
+			if assign {
+				return tx.Assign(context.Background(), store.Assignment{Profile: "web-fleet", Group: "web"})
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goodBody, otherBody := bodyOf(good), bodyOf(other)
+	put(goodBody, true)
+	clock := uint64(100)
+	attestGood := func() (*session.Admission, error) {
+		clock++
+		s := facts{ek: "a", kernel: "6.8", clock: clock}.session(t)
+		return attest(t, n, s)
+	}
+	for i := range 2 { // the second from the cache
+		if adm, err := attestGood(); err != nil || adm.Profile != "web-fleet@1" {
+			t.Fatalf("attestation %d with version 1: %+v %v", i, adm, err)
+		}
+	}
+	put(otherBody, false) // version 2 allows only the other boot
+	if _, err := attestGood(); verify.ReasonOf(err) != ReasonProfileMismatch {
+		t.Fatalf("after version 2 (another boot): %v, want %s", err, ReasonProfileMismatch)
+	}
+	put(goodBody, false) // version 3: version 1's body again, parsed before
+	if adm, err := attestGood(); err != nil || adm.Profile != "web-fleet@3" {
+		t.Fatalf("after version 3 (version 1's body): %+v %v, want web-fleet@3", adm, err)
+	}
+}

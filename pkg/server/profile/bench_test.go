@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -59,6 +60,24 @@ func BenchmarkAppraiseAllowedFirst(b *testing.B) {
 	for b.Loop() {
 		if v := Appraise(in, profiles); !v.Allowed {
 			b.Fatal("denied")
+		}
+	}
+}
+
+// BenchmarkParseProfile: parsing one stored profile (the gdc-host capture,
+// JSON as the store keeps it), which Nodes does per assigned profile on
+// every attestation.
+func BenchmarkParseProfile(b *testing.B) {
+	_, profiles := benchSetup(b)
+	body, err := json.Marshal(profiles[len(profiles)-1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(body)), "profile-bytes")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseProfile(body); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
