@@ -10,8 +10,12 @@ import (
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 
 	"github.com/tpmid/tpmid/ca/issuer"
+	"github.com/tpmid/tpmid/internal/realdata"
+	"github.com/tpmid/tpmid/internal/softagent"
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/pkg/server/plugin"
+	"github.com/tpmid/tpmid/pkg/server/profile"
+	"github.com/tpmid/tpmid/pkg/server/store"
 )
 
 // TestPercentile: nearest rank over sorted latencies.
@@ -89,5 +93,58 @@ func TestPluginData(t *testing.T) {
 	})
 	if err != nil || resp.GetValid() {
 		t.Fatalf("a broken configuration passed Validate: %v, %v", resp, err)
+	}
+}
+
+// TestAssignProfile: the sqlite-profile run's store holds a valid profile
+// captured from the real log, assigned to every attester. (That it allows
+// their boot, the run itself shows: a refused first attestation stops it.)
+func TestAssignProfile(t *testing.T) {
+	logBytes, err := os.ReadFile(realdata.Path(t, realLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := softagent.NewBoot(logBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testca.New("bench-load test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attesters, err := makeAttesters(ca, boot, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "p.db")
+	if err := assignProfile(ctx, path, logBytes, attesters); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, a := range append(attesters, &softagent.Attester{Hostname: "not-assigned"}) {
+		var got []store.Profile
+		if err := st.View(ctx, func(tx store.Tx) error {
+			got, err = tx.ProfilesFor(ctx, &store.Host{Hostname: a.Hostname})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if a.Hostname == "not-assigned" {
+			want = 0
+		}
+		if len(got) != want {
+			t.Fatalf("%s: %d profiles, want %d", a.Hostname, len(got), want)
+		}
+		if want == 1 {
+			if _, err := profile.ParseProfile(got[0].Body); err != nil {
+				t.Fatalf("stored profile: %v", err)
+			}
+		}
 	}
 }
