@@ -1058,3 +1058,21 @@ func TestNeedsRenewal(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckAK: the fast path's check of a presented chain (leaf and
+// intermediate, as the agent keeps it).
+func BenchmarkCheckAK(b *testing.B) {
+	_, ca := newCA(b, InitOptions{})
+	req, _ := request(b)
+	chain, err := ca.IssueAK(context.Background(), req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	good := ders(chain)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, t0.Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
