@@ -28,6 +28,7 @@ import (
 
 	"github.com/tpmid/tpmid/ca/akcert"
 	"github.com/tpmid/tpmid/ca/keys"
+	"github.com/tpmid/tpmid/pkg/common/chaincache"
 )
 
 // DefaultAKTemplate is the built-in x509util template of AK certificates.
@@ -96,8 +97,13 @@ type CA struct {
 	// certificates a holder sends.
 	anchors   *x509.CertPool
 	anchorRaw map[string]bool
-	tmpl      *template.Template
-	now       func() time.Time
+	// verified remembers the AK certificate chains CheckAK accepted, by
+	// their exact bytes and for their validity window (chaincache): an
+	// agent presents the same chain at every fast-path attestation until
+	// renewal.
+	verified *chaincache.Cache[akcert.Facts]
+	tmpl     *template.Template
+	now      func() time.Time
 }
 
 // Option changes how Load opens a CA.
@@ -142,6 +148,7 @@ func Load(ctx context.Context, dir string, opts ...Option) (*CA, error) {
 	if err := checkIssuedBy(c.inter, c.root); err != nil {
 		return nil, fmt.Errorf("intermediate %s: %w", cfg.Intermediate.Certificate, err)
 	}
+	c.verified = chaincache.New[akcert.Facts](verifiedAKChains)
 	c.anchors, c.anchorRaw = x509.NewCertPool(), map[string]bool{}
 	for _, a := range append([]*x509.Certificate{c.root, c.inter}, c.previous...) {
 		// A previous intermediate the root did not issue stays a plain
@@ -280,6 +287,10 @@ const (
 	MaxCertSize = 16 << 10
 )
 
+// verifiedAKChains is how many accepted AK certificate chains a loaded CA
+// remembers (a few KB each).
+const verifiedAKChains = 4096
+
 // CheckAK answers the fast path's question: is chain (DER, leaf first, as
 // the agent keeps and presents it) an AK certificate of this CA, valid at
 // now and meeting the profile, for exactly this AK, this EK (PKIX DER: the
@@ -292,11 +303,37 @@ func (c *CA) CheckAK(chain [][]byte, ak crypto.PublicKey, ekPKIXDER []byte, id s
 	if len(chain) == 0 || len(chain) > MaxChain {
 		return nil, &akcert.ProfileError{Rule: akcert.RuleMalformed, Msg: fmt.Sprintf("%d certificates, want 1 to %d", len(chain), MaxChain)}
 	}
-	certs := make([]*x509.Certificate, len(chain))
 	for i, b := range chain {
 		if len(b) > MaxCertSize {
 			return nil, &akcert.ProfileError{Rule: akcert.RuleMalformed, Msg: fmt.Sprintf("certificate %d is %d bytes, limit %d", i, len(b), MaxCertSize)}
 		}
+	}
+	f, err := c.verifyChain(chain, now)
+	if err != nil {
+		return nil, err
+	}
+	// Checked every time, cached chain or not.
+	switch {
+	case !samePublicKey(f.Chain[0].PublicKey, ak):
+		return nil, &akcert.ProfileError{Rule: akcert.RuleAKMismatch, Msg: "the certificate is for another AK"}
+	case len(ekPKIXDER) == 0 || f.PermanentIdentifier != akcert.PermanentIdentifier(ekPKIXDER):
+		return nil, &akcert.ProfileError{Rule: akcert.RuleEKMismatch, Msg: fmt.Sprintf("the certificate is for TPM %s, not this EK", f.PermanentIdentifier)}
+	case f.SPIFFEID != id:
+		return nil, &akcert.ProfileError{Rule: akcert.RuleSPIFFEIDMismatch, Msg: fmt.Sprintf("the certificate is for %s, not %s", f.SPIFFEID, id)}
+	}
+	return f, nil
+}
+
+// verifyChain parses and verifies chain (VerifyAK), or answers from the
+// cache of chains already accepted with these exact bytes, inside their
+// validity window. Refusals are not cached.
+func (c *CA) verifyChain(chain [][]byte, now time.Time) (*akcert.Facts, error) {
+	key := chaincache.Key(chain...)
+	if f, ok := c.verified.Get(key, now); ok {
+		return &f, nil
+	}
+	certs := make([]*x509.Certificate, len(chain))
+	for i, b := range chain {
 		cert, err := x509.ParseCertificate(b)
 		if err != nil {
 			return nil, &akcert.ProfileError{Rule: akcert.RuleMalformed, Msg: fmt.Sprintf("certificate %d", i), Err: err}
@@ -307,14 +344,7 @@ func (c *CA) CheckAK(chain [][]byte, ak crypto.PublicKey, ekPKIXDER []byte, id s
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case !samePublicKey(certs[0].PublicKey, ak):
-		return nil, &akcert.ProfileError{Rule: akcert.RuleAKMismatch, Msg: "the certificate is for another AK"}
-	case len(ekPKIXDER) == 0 || f.PermanentIdentifier != akcert.PermanentIdentifier(ekPKIXDER):
-		return nil, &akcert.ProfileError{Rule: akcert.RuleEKMismatch, Msg: fmt.Sprintf("the certificate is for TPM %s, not this EK", f.PermanentIdentifier)}
-	case f.SPIFFEID != id:
-		return nil, &akcert.ProfileError{Rule: akcert.RuleSPIFFEIDMismatch, Msg: fmt.Sprintf("the certificate is for %s, not %s", f.SPIFFEID, id)}
-	}
+	c.verified.Put(key, *f, f.Chain)
 	return f, nil
 }
 

@@ -26,6 +26,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/tpmid/tpmid/ca/akcert"
+	"github.com/tpmid/tpmid/pkg/common/chaincache"
 )
 
 var (
@@ -1060,7 +1061,8 @@ func TestNeedsRenewal(t *testing.T) {
 }
 
 // BenchmarkCheckAK: the fast path's check of a presented chain (leaf and
-// intermediate, as the agent keeps it).
+// intermediate, as the agent keeps it): cold (parsed and verified, the
+// first presentation of a chain) and cached (every later one).
 func BenchmarkCheckAK(b *testing.B) {
 	_, ca := newCA(b, InitOptions{})
 	req, _ := request(b)
@@ -1069,10 +1071,71 @@ func BenchmarkCheckAK(b *testing.B) {
 		b.Fatal(err)
 	}
 	good := ders(chain)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, t0.Add(time.Hour)); err != nil {
-			b.Fatal(err)
+	for _, cold := range []bool{true, false} {
+		name := "cached"
+		if cold {
+			name = "cold"
 		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if cold {
+					ca.verified = chaincache.New[akcert.Facts](1)
+				}
+				if _, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, t0.Add(time.Hour)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckAKCache: CheckAK remembers a chain it accepted, and the cache
+// answers only for the same bytes inside the chain's validity, while the
+// AK, EK and agent are compared on every call. The probe: once the chain
+// is cached the CA's anchors are emptied, so only the cache can accept.
+func TestCheckAKCache(t *testing.T) {
+	_, ca := newCA(t, InitOptions{})
+	req, _ := request(t)
+	chain, err := ca.IssueAK(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := ders(chain)
+	at := t0.Add(time.Hour)
+	if _, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, at); err != nil {
+		t.Fatal(err)
+	}
+	if ca.verified.Len() != 1 {
+		t.Fatalf("%d chains cached after one acceptance", ca.verified.Len())
+	}
+	ca.anchors = x509.NewCertPool() // from here only the cache accepts
+	if f, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, at.Add(time.Hour)); err != nil || f.SPIFFEID != testID {
+		t.Fatalf("the cached chain: %+v, %v", f, err)
+	}
+	otherAK, otherEK := ecKey(t), ecKey(t)
+	for name, tc := range map[string]struct {
+		chain [][]byte
+		ak    crypto.PublicKey
+		ek    []byte
+		id    spiffeid.ID
+		now   time.Time
+		rule  string
+	}{
+		"other bytes (leaf alone)": {good[:1], req.AKPublic, req.EKPublicDER, testID, at, akcert.RuleChain},
+		"after the leaf expired":   {good, req.AKPublic, req.EKPublicDER, testID, t0.Add(25 * time.Hour), akcert.RuleExpired},
+		"another AK, cached chain": {good, otherAK.Public(), req.EKPublicDER, testID, at, akcert.RuleAKMismatch},
+		"another EK, cached chain": {good, req.AKPublic, der(t, otherEK.Public()), testID, at, akcert.RuleEKMismatch},
+		"another agent, cached chain": {good, req.AKPublic, req.EKPublicDER,
+			spiffeid.RequireFromString("spiffe://example.org/spire/agent/tpmid/ffff"), at, akcert.RuleSPIFFEIDMismatch},
+	} {
+		_, err := ca.CheckAK(tc.chain, tc.ak, tc.ek, tc.id, tc.now)
+		var pe *akcert.ProfileError
+		if !errors.As(err, &pe) || pe.Rule != tc.rule {
+			t.Errorf("%s: %v, want rule %s", name, err, tc.rule)
+		}
+	}
+	if n := ca.verified.Len(); n != 1 {
+		t.Errorf("refusals were cached: %d chains", n)
 	}
 }
