@@ -942,17 +942,45 @@ func ders(chain []*x509.Certificate) [][]byte {
 	return out
 }
 
+// issuedChain is a new CA and an AK certificate chain it issued, as DER
+// (leaf first, as the agent keeps it), with the request it answered.
+func issuedChain(tb testing.TB) (string, *CA, AKRequest, [][]byte) {
+	tb.Helper()
+	dir, ca := newCA(tb, InitOptions{})
+	req, _ := request(tb)
+	chain, err := ca.IssueAK(context.Background(), req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dir, ca, req, ders(chain)
+}
+
+// checkAKCase is one CheckAK call and the rule of its refusal.
+type checkAKCase struct {
+	chain [][]byte
+	ak    crypto.PublicKey
+	ek    []byte
+	id    spiffeid.ID
+	now   time.Time
+	rule  string
+}
+
+func runCheckAKCases(t *testing.T, ca *CA, cases map[string]checkAKCase) {
+	t.Helper()
+	for name, tc := range cases {
+		_, err := ca.CheckAK(tc.chain, tc.ak, tc.ek, tc.id, tc.now)
+		var pe *akcert.ProfileError
+		if !errors.As(err, &pe) || pe.Rule != tc.rule {
+			t.Errorf("%s: %v, want rule %s", name, err, tc.rule)
+		}
+	}
+}
+
 // TestCheckAK: the fast path's check accepts exactly this CA's
 // certificate for this AK, EK and agent, unexpired, and names the rule of
 // every refusal.
 func TestCheckAK(t *testing.T) {
-	dir, ca := newCA(t, InitOptions{})
-	req, _ := request(t)
-	chain, err := ca.IssueAK(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := ders(chain)
+	dir, ca, req, good := issuedChain(t)
 	f, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, t0.Add(time.Hour))
 	if err != nil || !f.NotAfter.Equal(t0.Add(24*time.Hour)) {
 		t.Fatalf("good chain: %+v, %v", f, err)
@@ -981,7 +1009,7 @@ func TestCheckAK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forgedLeaf, err := x509.CreateCertificate(rand.Reader, chain[0], forgedInter, req.AKPublic, forgedKey)
+	forgedLeaf, err := x509.CreateCertificate(rand.Reader, f.Chain[0], forgedInter, req.AKPublic, forgedKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -994,14 +1022,7 @@ func TestCheckAK(t *testing.T) {
 	}
 	otherAK, otherEK := ecKey(t), ecKey(t)
 	otherID := spiffeid.RequireFromString("spiffe://example.org/spire/agent/tpmid/ffff")
-	for name, tc := range map[string]struct {
-		chain [][]byte
-		ak    crypto.PublicKey
-		ek    []byte
-		id    spiffeid.ID
-		now   time.Time
-		rule  string
-	}{
+	runCheckAKCases(t, ca, map[string]checkAKCase{
 		"another AK":          {good, otherAK.Public(), req.EKPublicDER, testID, t0, akcert.RuleAKMismatch},
 		"another EK":          {good, req.AKPublic, der(t, otherEK.Public()), testID, t0, akcert.RuleEKMismatch},
 		"no EK":               {good, req.AKPublic, nil, testID, t0, akcert.RuleEKMismatch},
@@ -1017,17 +1038,11 @@ func TestCheckAK(t *testing.T) {
 		"trailing bytes":      {[][]byte{append(slices.Clone(good[0]), 0)}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
 		"huge":                {[][]byte{make([]byte, MaxCertSize+1)}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
 		"bad intermediate":    {[][]byte{good[0], []byte{0x30, 0x00}}, req.AKPublic, req.EKPublicDER, testID, t0, akcert.RuleMalformed},
-	} {
-		_, err := ca.CheckAK(tc.chain, tc.ak, tc.ek, tc.id, tc.now)
-		var pe *akcert.ProfileError
-		if !errors.As(err, &pe) || pe.Rule != tc.rule {
-			t.Errorf("%s: %v, want rule %s", name, err, tc.rule)
-		}
-	}
+	})
 
 	// With the intermediate as an anchor, the root's own validity is still
 	// required (crypto/x509 no longer sees the root in the chain).
-	if _, err := ca.VerifyAK(chain[0], nil, ca.root.NotAfter.Add(time.Second)); err == nil || !strings.Contains(err.Error(), "CA root") {
+	if _, err := ca.VerifyAK(f.Chain[0], nil, ca.root.NotAfter.Add(time.Second)); err == nil || !strings.Contains(err.Error(), "CA root") {
 		t.Errorf("after the root expired: %v, want the root named", err)
 	}
 
@@ -1064,13 +1079,7 @@ func TestNeedsRenewal(t *testing.T) {
 // intermediate, as the agent keeps it): cold (parsed and verified, the
 // first presentation of a chain) and cached (every later one).
 func BenchmarkCheckAK(b *testing.B) {
-	_, ca := newCA(b, InitOptions{})
-	req, _ := request(b)
-	chain, err := ca.IssueAK(context.Background(), req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	good := ders(chain)
+	_, ca, req, good := issuedChain(b)
 	for _, cold := range []bool{true, false} {
 		name := "cached"
 		if cold {
@@ -1095,13 +1104,7 @@ func BenchmarkCheckAK(b *testing.B) {
 // AK, EK and agent are compared on every call. The probe: once the chain
 // is cached the CA's anchors are emptied, so only the cache can accept.
 func TestCheckAKCache(t *testing.T) {
-	_, ca := newCA(t, InitOptions{})
-	req, _ := request(t)
-	chain, err := ca.IssueAK(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := ders(chain)
+	_, ca, req, good := issuedChain(t)
 	at := t0.Add(time.Hour)
 	if _, err := ca.CheckAK(good, req.AKPublic, req.EKPublicDER, testID, at); err != nil {
 		t.Fatal(err)
@@ -1114,27 +1117,14 @@ func TestCheckAKCache(t *testing.T) {
 		t.Fatalf("the cached chain: %+v, %v", f, err)
 	}
 	otherAK, otherEK := ecKey(t), ecKey(t)
-	for name, tc := range map[string]struct {
-		chain [][]byte
-		ak    crypto.PublicKey
-		ek    []byte
-		id    spiffeid.ID
-		now   time.Time
-		rule  string
-	}{
+	runCheckAKCases(t, ca, map[string]checkAKCase{
 		"other bytes (leaf alone)": {good[:1], req.AKPublic, req.EKPublicDER, testID, at, akcert.RuleChain},
 		"after the leaf expired":   {good, req.AKPublic, req.EKPublicDER, testID, t0.Add(25 * time.Hour), akcert.RuleExpired},
 		"another AK, cached chain": {good, otherAK.Public(), req.EKPublicDER, testID, at, akcert.RuleAKMismatch},
 		"another EK, cached chain": {good, req.AKPublic, der(t, otherEK.Public()), testID, at, akcert.RuleEKMismatch},
 		"another agent, cached chain": {good, req.AKPublic, req.EKPublicDER,
 			spiffeid.RequireFromString("spiffe://example.org/spire/agent/tpmid/ffff"), at, akcert.RuleSPIFFEIDMismatch},
-	} {
-		_, err := ca.CheckAK(tc.chain, tc.ak, tc.ek, tc.id, tc.now)
-		var pe *akcert.ProfileError
-		if !errors.As(err, &pe) || pe.Rule != tc.rule {
-			t.Errorf("%s: %v, want rule %s", name, err, tc.rule)
-		}
-	}
+	})
 	if n := ca.verified.Len(); n != 1 {
 		t.Errorf("refusals were cached: %d chains", n)
 	}
