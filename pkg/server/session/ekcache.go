@@ -30,7 +30,9 @@ const DefaultEKCacheSize = 4096
 //     not crypto/x509's).
 //   - The trust bundle is fixed for the cache's life: the plugin makes a
 //     new EKPolicy, so a new cache, on every Configure.
-type EKCache struct{ c *chaincache.Cache[verify.EKFacts] }
+type EKCache struct {
+	c *chaincache.Cache[verify.EKFacts]
+}
 
 // NewEKCache returns a cache of at most size chains (at least 1).
 func NewEKCache(size int) *EKCache { return &EKCache{c: chaincache.New[verify.EKFacts](size)} }
