@@ -59,6 +59,14 @@ type attackOutcome struct {
 // from the TPM bound to this forged hello, and the activation proof.
 func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK) attackOutcome {
 	t.Helper()
+	return softwareEKAgentVersions(t, f, p, ek, 0, 0)
+}
+
+// softwareEKAgentVersions is softwareEKAgent with the hello's protocol
+// version and the evidence's encoding set (0 keeps the agent's own); a set
+// hello version must come back in the challenge.
+func softwareEKAgentVersions(t *testing.T, f *fixture, p *session.Config, ek softwareEK, helloVersion, evidenceVersion int) attackOutcome {
+	t.Helper()
 	as, helloRaw, err := agent.BeginWith(f.TPM, f.cfg)
 	if err != nil {
 		t.Fatalf("agent begin: %v", err)
@@ -73,6 +81,9 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK)
 		t.Fatal(err)
 	}
 	hello.EK = wire.EK{Public: pub, Certificate: ek.cert}
+	if helloVersion != 0 {
+		hello.Version = helloVersion
+	}
 	if helloRaw, err = wire.Encode(hello); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +101,9 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK)
 	}
 	if ch.Credential == nil {
 		t.Fatal("challenge without a credential")
+	}
+	if helloVersion != 0 && ch.Version != helloVersion {
+		t.Fatalf("challenge version %d in a version %d session", ch.Version, helloVersion)
 	}
 	ak, err := verify.ParseAKPublic(hello.AK.Public)
 	if err != nil {
@@ -109,9 +123,15 @@ func softwareEKAgent(t *testing.T, f *fixture, p *session.Config, ek softwareEK)
 	}
 	requote(t, f, as, ev, wire.QuoteExtraData(ch.Nonce, hello.Nonce, helloRaw), p.Selections[0].PCRs)
 	ev.ActivationProof = wire.ActivationProof(secret, helloRaw, challenge)
+	if evidenceVersion != 0 {
+		ev.Version = evidenceVersion
+	}
 	evRaw, err := wire.EncodeEvidence(ev)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if evidenceVersion != 0 && wire.IsBinaryEvidence(evRaw) != (evidenceVersion >= wire.Version2) {
+		t.Fatalf("version %d evidence binary = %v", evidenceVersion, wire.IsBinaryEvidence(evRaw))
 	}
 	res, err := finishSession(ss, evRaw)
 	return attackOutcome{challenged: true, res: res, err: err}

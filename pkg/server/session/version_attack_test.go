@@ -3,20 +3,14 @@ package session_test
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/tpmid/tpmid/internal/softtpm"
-	"github.com/tpmid/tpmid/internal/tpmtest"
-	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 	"github.com/tpmid/tpmid/pkg/server/appraise"
 	"github.com/tpmid/tpmid/pkg/server/session"
-	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
 // TestVersionConfusion: a session speaks its hello's version from start to
@@ -66,57 +60,9 @@ func TestVersionConfusion(t *testing.T) {
 // and whose evidence is encoded as evidenceVersion.
 func versionedAttestation(t *testing.T, f *fixture, p *session.Config, ekKey *rsa.PrivateKey, helloVersion, evidenceVersion int) error {
 	t.Helper()
-	as, helloRaw, err := agent.BeginWith(f.TPM, f.cfg)
-	if err != nil {
-		t.Fatalf("agent begin: %v", err)
+	out := softwareEKAgentVersions(t, f, p, softwareEK{key: ekKey}, helloVersion, evidenceVersion)
+	if !out.challenged {
+		t.Fatalf("hello refused: %v", out.err)
 	}
-	defer as.Close()
-	var hello wire.Hello
-	if err := json.Unmarshal(helloRaw, &hello); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hello.EK = wire.EK{Public: pub}
-	hello.Version = helloVersion
-	if helloRaw, err = wire.EncodeHello(&hello); err != nil {
-		t.Fatal(err)
-	}
-	ss, challenge, err := startSession(p, helloRaw)
-	if err != nil {
-		t.Fatalf("hello refused: %v", err)
-	}
-	var ch wire.Challenge
-	if err := json.Unmarshal(challenge, &ch); err != nil {
-		t.Fatal(err)
-	}
-	if ch.Version != helloVersion {
-		t.Fatalf("challenge version %d in a version %d session", ch.Version, helloVersion)
-	}
-	ak, err := verify.ParseAKPublic(hello.AK.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := softtpm.ActivateCredential(ekKey, ak.Name, ch.Credential.Blob, ch.Credential.Secret)
-	if err != nil {
-		t.Fatalf("software TPM2_ActivateCredential: %v", err)
-	}
-	ev, err := tpmtest.RespondWithoutCredential(as, ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	requote(t, f, as, ev, wire.QuoteExtraData(ch.Nonce, hello.Nonce, helloRaw), p.Selections[0].PCRs)
-	ev.ActivationProof = wire.ActivationProof(secret, helloRaw, challenge)
-	ev.Version = evidenceVersion
-	evRaw, err := wire.EncodeEvidence(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := wire.IsBinaryEvidence(evRaw); got != (evidenceVersion >= wire.Version2) {
-		t.Fatalf("version %d evidence binary = %v", evidenceVersion, got)
-	}
-	_, err = finishSession(ss, evRaw)
-	return err
+	return out.err
 }
