@@ -1,6 +1,7 @@
 package tpmtest
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/tpmid/tpmid/pkg/agent"
@@ -23,4 +24,21 @@ func RespondWithoutCredential(as *agent.Session, ch wire.Challenge) (*wire.Evide
 		return nil, fmt.Errorf("agent respond: %w", err)
 	}
 	return wire.DecodeEvidence(evRaw, 0)
+}
+
+// GuessedProofEvidence is the lying agent's whole answer to a challenge
+// whose credential its TPM cannot activate: genuine quotes
+// (RespondWithoutCredential) and an activation proof made from a guessed
+// secret (all zeros), encoded as the session's evidence.
+func GuessedProofEvidence(as *agent.Session, hello, challenge []byte) ([]byte, error) {
+	var ch wire.Challenge
+	if err := json.Unmarshal(challenge, &ch); err != nil {
+		return nil, err
+	}
+	ev, err := RespondWithoutCredential(as, ch)
+	if err != nil {
+		return nil, err
+	}
+	ev.ActivationProof = wire.ActivationProof(make([]byte, 32), hello, challenge)
+	return wire.EncodeEvidence(ev)
 }

@@ -683,16 +683,7 @@ func TestECCEndorsementKey(t *testing.T) {
 
 				// The lying agent: real quotes for a challenge stripped
 				// of its credential, and a proof from a guessed secret.
-				var ch wire.Challenge
-				if err := json.Unmarshal(challenge, &ch); err != nil {
-					t.Fatal(err)
-				}
-				ev, err := tpmtest.RespondWithoutCredential(as, ch)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ev.ActivationProof = wire.ActivationProof(make([]byte, 32), helloRaw, challenge)
-				evRaw, err := wire.EncodeEvidence(ev)
+				evRaw, err := tpmtest.GuessedProofEvidence(as, helloRaw, challenge)
 				if err != nil {
 					t.Fatal(err)
 				}
