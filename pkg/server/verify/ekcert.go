@@ -292,9 +292,10 @@ func verifyEKChain(cert *x509.Certificate, extraIntermediates []*x509.Certificat
 		return nil, failf(ReasonEKCriticalExtension, "unhandled critical extension %v", u[0])
 	}
 	// The bundle's pool is copied only to add the agent's intermediates:
-	// Verify only reads it, and a vendor bundle holds a hundred or more.
+	// Verify only reads it (a nil pool is an empty one), and a vendor
+	// bundle holds a hundred or more.
 	inter := trust.Intermediates
-	if inter == nil || len(extraIntermediates) > 0 {
+	if len(extraIntermediates) > 0 {
 		if inter == nil {
 			inter = x509.NewCertPool()
 		} else {
