@@ -10,9 +10,13 @@ import (
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 
+	"github.com/tpmid/tpmid/internal/grpcbuffers"
 	"github.com/tpmid/tpmid/internal/version"
 	"github.com/tpmid/tpmid/pkg/agent/plugin"
 )
+
+// Messages get buffers of their own size, not 1 MiB (package grpcbuffers).
+func init() { grpcbuffers.Install() }
 
 func main() {
 	// --version works outside SPIRE; pluginmain.Serve refuses to run there.

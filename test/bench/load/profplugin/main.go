@@ -14,8 +14,12 @@ import (
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 
+	"github.com/tpmid/tpmid/internal/grpcbuffers"
 	"github.com/tpmid/tpmid/pkg/server/plugin"
 )
+
+// As cmd/tpmid-server-plugin.
+func init() { grpcbuffers.Install() }
 
 func main() {
 	if path := os.Getenv("TPMID_BENCH_CPUPROFILE"); path != "" {
