@@ -9,6 +9,7 @@ import (
 
 	"github.com/tpmid/tpmid/internal/testakca"
 	"github.com/tpmid/tpmid/internal/testmachine"
+	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/agent"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
 	"github.com/tpmid/tpmid/pkg/server/session"
@@ -82,51 +83,79 @@ func render(c map[uint32]uint64) string {
 //     activation, Quote, PCR_Read, flush: at most 12 (issue 11), 8 here;
 //   - the fast path (kept AK and AK certificate): Load, Quote, PCR_Read,
 //     flush, and no EK command: at most 6, 4 here.
+//
+// When another program's SRK is in the owner hierarchy at 0x81000001
+// (systemd-tpm2-setup), every AK load or creation adds TPM2_CreatePrimary
+// of tpmid's transient SRK and its TPM2_FlushContext: 10 and 6.
 func TestAgentCommandCounts(t *testing.T) {
-	m := testmachine.NewWith(t, testmachine.Options{EK: tpm.EKRSA})
-	// Persist the SRK first, as any earlier attestation on the machine has.
-	if ak, err := m.TPM.NewAK(tpm.AKP256); err != nil {
-		t.Fatal(err)
-	} else {
-		ak.Close(m.TPM)
-	}
-	full := serverConfig(t, m)
-	withCA := serverConfig(t, m)
-	withCA.Issuer = testakca.New(t, "ak ca")
-	acfg := agent.Config{DataDir: t.TempDir(), Hostname: "node-1"}
-
-	for _, step := range []struct {
-		name string
-		cfg  *session.Config
-		fast bool
+	type step struct {
 		want map[uint32]uint64
 		max  uint64
-	}{
-		{"first attestation, fresh AK", full, false, map[uint32]uint64{
-			0x17A: 2, 0x169: 1, 0x14E: 1, 0x173: 2, 0x153: 1, 0x157: 1, 0x14A: 1,
-			0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 0},
-		{"first attestation, kept AK", full, false, map[uint32]uint64{
-			0x173: 1, 0x157: 1, 0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 12},
-		{"kept AK, the CA issues its certificate", withCA, false, nil, 12},
-		{"fast path", withCA, true, map[uint32]uint64{0x157: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 6},
-	} {
-		fast, got := relay(t, m, step.cfg, acfg)
-		t.Logf("%s: %s", step.name, render(got))
-		if fast != step.fast {
-			t.Errorf("%s: fast path %v, want %v", step.name, fast, step.fast)
-		}
-		if step.want != nil && !maps.Equal(got, step.want) {
-			t.Errorf("%s: %s, want %s", step.name, render(got), render(step.want))
-		}
-		var total uint64
-		for _, v := range got {
-			total += v
-		}
-		if step.max != 0 && total > step.max {
-			t.Errorf("%s: %d TPM commands, want at most %d", step.name, total, step.max)
-		}
 	}
-	if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
-		t.Errorf("handles left loaded: %v %v", h, err)
+	for _, tc := range []struct {
+		name               string
+		ownerSRK           bool
+		fresh, kept, fastP step
+	}{
+		{"tpmid's SRK", false,
+			step{map[uint32]uint64{0x17A: 2, 0x169: 1, 0x14E: 1, 0x173: 2, 0x153: 1, 0x157: 1, 0x14A: 1,
+				0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 0},
+			step{map[uint32]uint64{0x173: 1, 0x157: 1, 0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 12},
+			step{map[uint32]uint64{0x157: 1, 0x158: 1, 0x17E: 1, 0x165: 1}, 6}},
+		{"owner SRK at 0x81000001 (systemd-tpm2-setup)", true,
+			step{map[uint32]uint64{0x17A: 2, 0x169: 1, 0x14E: 1, 0x173: 2, 0x131: 1, 0x153: 1, 0x157: 1, 0x14A: 1,
+				0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 2}, 0},
+			step{map[uint32]uint64{0x173: 1, 0x131: 1, 0x157: 1, 0x176: 1, 0x151: 1, 0x147: 1, 0x158: 1, 0x17E: 1, 0x165: 2}, 12},
+			step{map[uint32]uint64{0x131: 1, 0x157: 1, 0x158: 1, 0x17E: 1, 0x165: 2}, 6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testmachine.NewWith(t, testmachine.Options{EK: tpm.EKRSA})
+			if tc.ownerSRK {
+				if _, err := tpmtest.ProvisionOwnerSRK(m.TPM, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Make the SRK first, as any earlier attestation on the machine has.
+			if ak, err := m.TPM.NewAK(tpm.AKP256); err != nil {
+				t.Fatal(err)
+			} else {
+				ak.Close(m.TPM)
+			}
+			full := serverConfig(t, m)
+			withCA := serverConfig(t, m)
+			withCA.Issuer = testakca.New(t, "ak ca")
+			acfg := agent.Config{DataDir: t.TempDir(), Hostname: "node-1"}
+
+			for _, st := range []struct {
+				name string
+				cfg  *session.Config
+				fast bool
+				step
+			}{
+				{"first attestation, fresh AK", full, false, tc.fresh},
+				{"first attestation, kept AK", full, false, tc.kept},
+				{"kept AK, the CA issues its certificate", withCA, false, step{nil, 12}},
+				{"fast path", withCA, true, tc.fastP},
+			} {
+				fast, got := relay(t, m, st.cfg, acfg)
+				t.Logf("%s: %s", st.name, render(got))
+				if fast != st.fast {
+					t.Errorf("%s: fast path %v, want %v", st.name, fast, st.fast)
+				}
+				if st.want != nil && !maps.Equal(got, st.want) {
+					t.Errorf("%s: %s, want %s", st.name, render(got), render(st.want))
+				}
+				var total uint64
+				for _, v := range got {
+					total += v
+				}
+				if st.max != 0 && total > st.max {
+					t.Errorf("%s: %d TPM commands, want at most %d", st.name, total, st.max)
+				}
+			}
+			if h, err := m.TPM.LoadedHandles(); err != nil || len(h) != 0 {
+				t.Errorf("handles left loaded: %v %v", h, err)
+			}
+		})
 	}
 }

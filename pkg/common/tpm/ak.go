@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -51,11 +52,6 @@ func (a AKAlg) Canonical() AKAlg {
 
 // MaxAKBlob bounds an AK blob given to LoadAK.
 const MaxAKBlob = 64 << 10
-
-// srkHandle is where the storage root key lives (TCG provisioning
-// guidance; go-attestation uses the same handle and template, so AK blobs
-// it wrote load under the SRK this package finds or makes).
-const srkHandle tpm2.TPMHandle = 0x81000001
 
 // akTemplate returns the TPMT_PUBLIC template of a restricted signing AK.
 func akTemplate(alg AKAlg) (tpm2.TPMTPublic, error) {
@@ -119,15 +115,17 @@ type AKParams struct {
 }
 
 // AK is an attestation key loaded in the TPM: a restricted signing key
-// under the SRK (0x81000001). Close it to flush it.
+// under an SRK of the endorsement hierarchy (see srk). Close it to flush
+// it.
 type AK struct {
-	handle  uint32
-	name    tpm2.TPM2BName
-	parent  tpm2.TPM2BName // the SRK's Name, kept in the blob
-	private []byte         // TPM2B_PRIVATE contents, SRK-wrapped
-	params  AKParams
-	pub     crypto.PublicKey
-	closed  bool
+	handle          uint32
+	name            tpm2.TPM2BName
+	parent          tpm2.TPM2BName // the SRK's Name, kept in the blob
+	transientParent bool           // made under tpmid's transient SRK, kept in the blob
+	private         []byte         // TPM2B_PRIVATE contents, SRK-wrapped
+	params          AKParams
+	pub             crypto.PublicKey
+	closed          bool
 }
 
 // akBlob is go-attestation's serializedKey (attest/storage.go), kept so
@@ -148,45 +146,13 @@ type akBlob struct {
 	// authorised by an (empty) password, which involves no Name; a stale
 	// one changes nothing the TPM checks.
 	ParentName []byte `json:",omitempty"`
+	// TransientParent (tpmid's addition): the parent is tpmid's transient
+	// ECC SRK in the endorsement hierarchy, not the key at 0x81000001 (see
+	// srk); LoadAK makes it again and checks it has ParentName.
+	TransientParent bool `json:",omitempty"`
 }
 
 const keyEncodingEncrypted = 2
-
-// srk returns the storage root key's handle and Name: TPM2_ReadPublic of
-// 0x81000001, or, if it is missing, TPM2_CreatePrimary of the TCG RSA-2048
-// SRK template under the *endorsement* hierarchy and TPM2_EvictControl to
-// 0x81000001 (empty endorsement and owner auth), exactly as go-attestation
-// made it. The hierarchy matters beyond blob compatibility: a TPM
-// obfuscates resetCount and restartCount in the quotes of keys outside the
-// endorsement and platform hierarchies (TPM 2.0 Part 1, 36.6; a value
-// derived from the signing key's qualified name), and the server's reboot
-// counter checks compare them across AKs, so AKs under an owner-hierarchy
-// SRK would look like counter rollbacks (found by the integration test
-// TestRestoredTPMSnapshotIsRefused). An SRK already at 0x81000001 is used
-// as it is.
-func (t *TPM) srk() (tpm2.AuthHandle, error) {
-	tp := t.tp()
-	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp)
-	if err == nil {
-		return tpm2.AuthHandle{Handle: srkHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, nil
-	}
-	cp, cerr := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(tpm2.RSASRKTemplate),
-	}.Execute(tp)
-	if cerr != nil {
-		return tpm2.AuthHandle{}, fmt.Errorf("no SRK at 0x%08x (%v), and TPM2_CreatePrimary of one: %w", uint32(srkHandle), err, cerr)
-	}
-	_, eerr := tpm2.EvictControl{
-		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		ObjectHandle:     tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name},
-		PersistentHandle: srkHandle,
-	}.Execute(tp)
-	if err := errors.Join(eerr, t.flush(uint32(cp.ObjectHandle))); err != nil {
-		return tpm2.AuthHandle{}, fmt.Errorf("TPM2_EvictControl of the SRK to 0x%08x: %w", uint32(srkHandle), err)
-	}
-	return tpm2.AuthHandle{Handle: srkHandle, Name: cp.Name, Auth: tpm2.PasswordAuth(nil)}, nil
-}
 
 // NewAK creates an AK (TPM2_Create under the SRK, TPM2_Load, then
 // TPM2_CertifyCreation so a verifier can check its attributes). If the
@@ -208,12 +174,15 @@ func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
 		return nil, err
 	}
 	tp := t.tp()
-	cr, err := tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
+	cr, err := tpm2.Create{ParentHandle: parent.AuthHandle, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
 	if err != nil {
-		return nil, fmt.Errorf("TPM2_Create of the %s AK: %w", alg.Canonical(), err)
+		return nil, errors.Join(fmt.Errorf("TPM2_Create of the %s AK: %w", alg.Canonical(), err), parent.release(t))
 	}
 	ak, err := t.loadAK(parent, cr.OutPrivate.Buffer, cr.OutPublic.Bytes())
-	if err != nil {
+	if err := errors.Join(err, parent.release(t)); err != nil {
+		if ak != nil {
+			err = errors.Join(err, t.flush(ak.handle))
+		}
 		return nil, err
 	}
 	ci, err := tpm2.CertifyCreation{
@@ -233,7 +202,7 @@ func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
 }
 
 // loadAK runs TPM2_Load of an AK under the SRK and checks its public area.
-func (t *TPM) loadAK(parent tpm2.AuthHandle, private, public []byte) (*AK, error) {
+func (t *TPM) loadAK(parent storageParent, private, public []byte) (*AK, error) {
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
 	if err != nil {
 		return nil, fmt.Errorf("AK public area: %w", err)
@@ -243,7 +212,7 @@ func (t *TPM) loadAK(parent tpm2.AuthHandle, private, public []byte) (*AK, error
 		return nil, fmt.Errorf("AK public area: %w", err)
 	}
 	lr, err := tpm2.Load{
-		ParentHandle: parent,
+		ParentHandle: parent.AuthHandle,
 		InPrivate:    tpm2.TPM2BPrivate{Buffer: private},
 		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](public),
 	}.Execute(t.tp())
@@ -251,20 +220,23 @@ func (t *TPM) loadAK(parent tpm2.AuthHandle, private, public []byte) (*AK, error
 		return nil, fmt.Errorf("TPM2_Load of the AK: %w", err)
 	}
 	return &AK{
-		handle:  uint32(lr.ObjectHandle),
-		name:    lr.Name,
-		parent:  parent.Name,
-		private: private,
-		params:  AKParams{Public: public},
-		pub:     key,
+		handle:          uint32(lr.ObjectHandle),
+		name:            lr.Name,
+		parent:          parent.Name,
+		transientParent: parent.transient,
+		private:         private,
+		params:          AKParams{Public: public},
+		pub:             key,
 	}, nil
 }
 
 // LoadAK loads an AK from a blob made by (*AK).Blob, or by go-attestation
-// (tpmid before 2026-11-25), with TPM2_Load under the SRK: one command
-// when the blob names the SRK (ParentName), else TPM2_ReadPublic of the
-// SRK first. The blob's private part is encrypted by the SRK, so it loads
-// only in the TPM that made it.
+// (tpmid before 2026-11-25), with TPM2_Load under its SRK: one command
+// when the blob names the SRK at 0x81000001 (ParentName); TPM2_CreatePrimary
+// of tpmid's transient SRK first, and its TPM2_FlushContext after, when
+// the blob was made under that (TransientParent); TPM2_ReadPublic of the
+// SRK first for a blob that names no parent. The blob's private part is
+// encrypted by the SRK, so it loads only in the TPM that made it.
 func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 	if len(blob) > MaxAKBlob {
 		return nil, fmt.Errorf("AK blob of %d bytes: %w (bound %d)", len(blob), ErrTooLarge, MaxAKBlob)
@@ -280,15 +252,28 @@ func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 		return nil, err
 	}
 	defer t.unlock()
-	var parent tpm2.AuthHandle
+	var parent storageParent
 	var err error
-	if len(b.ParentName) > 0 {
-		parent = tpm2.AuthHandle{Handle: srkHandle, Name: tpm2.TPM2BName{Buffer: b.ParentName}, Auth: tpm2.PasswordAuth(nil)}
-	} else if parent, err = t.srk(); err != nil {
-		return nil, err
+	switch {
+	case b.TransientParent:
+		if parent, err = t.transientSRK(); err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(parent.Name.Buffer, b.ParentName) {
+			return nil, errors.Join(errors.New("AK blob: tpmid's transient SRK has another Name than the AK's parent: the endorsement hierarchy's seed changed, or the blob is from another TPM"), parent.release(t))
+		}
+	case len(b.ParentName) > 0:
+		parent = storageParent{AuthHandle: tpm2.AuthHandle{Handle: srkHandle, Name: tpm2.TPM2BName{Buffer: b.ParentName}, Auth: tpm2.PasswordAuth(nil)}}
+	default:
+		if parent, err = t.persistentSRK(); err != nil {
+			return nil, err
+		}
 	}
 	ak, err := t.loadAK(parent, b.Blob, b.Public)
-	if err != nil {
+	if err := errors.Join(err, parent.release(t)); err != nil {
+		if ak != nil {
+			err = errors.Join(err, t.flush(ak.handle))
+		}
 		return nil, err
 	}
 	ak.params.CreateData, ak.params.CreateAttestation, ak.params.CreateSignature = b.CreateData, b.CreateAttestation, b.CreateSignature
@@ -304,7 +289,7 @@ func (k *AK) Blob() ([]byte, error) {
 		Encoding: keyEncodingEncrypted, TPMVersion: 2,
 		Public: k.params.Public, CreateData: k.params.CreateData,
 		CreateAttestation: k.params.CreateAttestation, CreateSignature: k.params.CreateSignature,
-		Blob: k.private, ParentName: k.parent.Buffer,
+		Blob: k.private, ParentName: k.parent.Buffer, TransientParent: k.transientParent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("serialising AK: %w", err)
