@@ -41,10 +41,15 @@ type storageParent struct {
 //     (TPM2_CreatePrimary; ECC because primary keys are derived on every
 //     use and RSA key generation takes seconds on some TPMs). Its Name is
 //     the same on every use: the endorsement seed determines it.
-//   - With nothing at 0x81000001, the TCG RSA-2048 SRK is made in the
-//     endorsement hierarchy and persisted there (TPM2_CreatePrimary,
-//     TPM2_EvictControl; empty endorsement and owner auth), exactly as
-//     go-attestation made it.
+//   - With nothing at 0x81000001, an SRK is made in the endorsement
+//     hierarchy and persisted there (TPM2_CreatePrimary,
+//     TPM2_EvictControl; empty endorsement and owner auth), in the same
+//     hierarchy as go-attestation made it: from the TCG ECC P-256 SRK
+//     template, or the RSA-2048 one if the TPM refuses ECC. ECC because
+//     this is the first attestation of a new machine, and RSA-2048 key
+//     generation took 45 ms of it on swtpm and takes seconds on some
+//     hardware TPMs (docs/tpm-access.md). Any key at 0x81000001 serves
+//     go-attestation as its SRK, so AKs it makes still load.
 func (t *TPM) srk() (storageParent, error) {
 	tp := t.tp()
 	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp)
@@ -56,10 +61,17 @@ func (t *TPM) srk() (storageParent, error) {
 	}
 	cp, cerr := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(tpm2.RSASRKTemplate),
+		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
 	}.Execute(tp)
 	if cerr != nil {
-		return storageParent{}, fmt.Errorf("no SRK at 0x%08x (%v), and TPM2_CreatePrimary of one: %w", uint32(srkHandle), err, cerr)
+		var rerr error
+		cp, rerr = tpm2.CreatePrimary{
+			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+			InPublic:      tpm2.New2B(tpm2.RSASRKTemplate),
+		}.Execute(tp)
+		if rerr != nil {
+			return storageParent{}, fmt.Errorf("no SRK at 0x%08x (%v), and TPM2_CreatePrimary of one: ECC P-256: %v; RSA-2048: %w", uint32(srkHandle), err, cerr, rerr)
+		}
 	}
 	_, eerr := tpm2.EvictControl{
 		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},

@@ -126,6 +126,21 @@ func TestSRKHierarchy(t *testing.T) {
 			if before != nil && !bytes.Equal(srkName(t, tp), before) {
 				t.Error("the key another program put at 0x81000001 was replaced")
 			}
+			if before == nil {
+				// tpmid made the SRK: ECC P-256 (fast to make on a new
+				// machine), in the endorsement hierarchy, persisted.
+				rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp.tp())
+				if err != nil {
+					t.Fatalf("no SRK persisted at 0x81000001: %v", err)
+				}
+				pub, err := rsp.OutPublic.Contents()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pub.Type != tpm2.TPMAlgECC || !inEndorsementHierarchy(rsp.Name, rsp.QualifiedName) {
+					t.Errorf("the SRK made at 0x81000001 is of type 0x%x, in the endorsement hierarchy: %v; want ECC (0x23), true", pub.Type, inEndorsementHierarchy(rsp.Name, rsp.QualifiedName))
+				}
+			}
 			if h := loadedHandles(t, tp); len(h) != 0 {
 				t.Errorf("handles left loaded (a transient SRK not flushed?): %v", h)
 			}
