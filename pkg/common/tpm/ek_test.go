@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/go-attestation/attest"
 	"github.com/google/go-tpm/tpm2"
-
 )
 
 // TestEKPolicyDigests: the EK authPolicy digests computed here are the
