@@ -192,12 +192,12 @@ func (a *Attester) makeAK() error {
 		Locality:            tpm2.TPMALocality{TPMLocZero: true},
 		ParentNameAlg:       tpm2.TPMAlgSHA256,
 		ParentName:          tpm2.TPM2BName{Buffer: srkName},
-		ParentQualifiedName: tpm2.TPM2BName{Buffer: qualify(ownerQName, srkName)},
+		ParentQualifiedName: tpm2.TPM2BName{Buffer: qualify(endorsementQName, srkName)},
 		OutsideInfo:         tpm2.TPM2BData{},
 	})
 	cdHash := sha256.Sum256(cd)
 	a.ak, a.akPublic, a.akName = k, tpm2.Marshal(pub), name.Buffer
-	a.akQName = qualify(qualify(ownerQName, srkName), a.akName)
+	a.akQName = qualify(qualify(endorsementQName, srkName), a.akName)
 	att := a.attest(tpm2.TPMSTAttestCreation, nil, tpm2.NewTPMUAttest(tpm2.TPMSTAttestCreation, &tpm2.TPMSCreationInfo{
 		ObjectName:   tpm2.TPM2BName{Buffer: a.akName},
 		CreationHash: tpm2.TPM2BDigest{Buffer: cdHash[:]},
@@ -210,9 +210,11 @@ func (a *Attester) makeAK() error {
 	return nil
 }
 
-// ownerQName is the qualified name of the owner hierarchy, TPM_RH_OWNER's
-// handle (TPM 2.0 Part 1, "Qualified Name").
-var ownerQName = []byte{0x40, 0x00, 0x00, 0x01}
+// endorsementQName is the qualified name of the endorsement hierarchy,
+// TPM_RH_ENDORSEMENT's handle (TPM 2.0 Part 1, "Qualified Name"): the
+// agent's SRK is a primary key there, and the server refuses AKs elsewhere
+// (ak_hierarchy).
+var endorsementQName = []byte{0x40, 0x00, 0x00, 0x0B}
 
 // qualify is a child's qualified name: nameAlg || H(parent QN || child name).
 func qualify(parentQN, name []byte) []byte {

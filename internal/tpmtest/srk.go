@@ -1,6 +1,9 @@
 package tpmtest
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -59,4 +62,88 @@ func PersistentName(tp *tpm.TPM, handle uint32) (name []byte, err error) {
 		return nil
 	})
 	return name, err
+}
+
+// LegacyOwnerAKBlob is the AK blob an earlier tpmid agent kept on a machine
+// with an owner-hierarchy SRK at 0x81000001 (ProvisionOwnerSRK must have run):
+// a P-256 restricted signing AK made by TPM2_Create under that SRK, with
+// TPM2_CertifyCreation, in the data_dir blob format (go-attestation's
+// serialisation plus ParentName). Its quotes' resetCount and restartCount
+// are obfuscated.
+//
+// claimParent, when not nil, forges the blob's creation data to name
+// claimParent (the Name of an endorsement-hierarchy primary key) as the
+// parent, with the matching parentQualifiedName: root on the node hiding
+// the AK's real hierarchy from the agent and the server. The TPM's
+// creation attestation then no longer matches the creation data.
+func LegacyOwnerAKBlob(tp *tpm.TPM, claimParent []byte) (blob []byte, err error) {
+	tmpl := tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgECC,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
+			UserWithAuth: true, NoDA: true, Restricted: true, SignEncrypt: true,
+		},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Scheme: tpm2.TPMTECCScheme{
+				Scheme:  tpm2.TPMAlgECDSA,
+				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
+			},
+			CurveID: tpm2.TPMECCNistP256,
+		}),
+	}
+	err = tp.WithChannel(func(ch io.ReadWriter) error {
+		t := transport.FromReadWriter(ch)
+		srk, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(OwnerSRKHandle)}.Execute(t)
+		if err != nil {
+			return fmt.Errorf("TPM2_ReadPublic of the owner SRK: %w", err)
+		}
+		parent := tpm2.AuthHandle{Handle: tpm2.TPMHandle(OwnerSRKHandle), Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+		cr, err := tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tmpl)}.Execute(t)
+		if err != nil {
+			return fmt.Errorf("TPM2_Create of the AK: %w", err)
+		}
+		lr, err := tpm2.Load{ParentHandle: parent, InPrivate: cr.OutPrivate, InPublic: cr.OutPublic}.Execute(t)
+		if err != nil {
+			return fmt.Errorf("TPM2_Load of the AK: %w", err)
+		}
+		defer tpm2.FlushContext{FlushHandle: lr.ObjectHandle}.Execute(t)
+		ci, err := tpm2.CertifyCreation{
+			SignHandle:     tpm2.AuthHandle{Handle: lr.ObjectHandle, Name: lr.Name, Auth: tpm2.PasswordAuth(nil)},
+			ObjectHandle:   tpm2.NamedHandle{Handle: lr.ObjectHandle, Name: lr.Name},
+			CreationHash:   cr.CreationHash,
+			InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+			CreationTicket: cr.CreationTicket,
+		}.Execute(t)
+		if err != nil {
+			return fmt.Errorf("TPM2_CertifyCreation: %w", err)
+		}
+		createData := cr.CreationData.Bytes()
+		if claimParent != nil {
+			cd, err := cr.CreationData.Contents()
+			if err != nil {
+				return err
+			}
+			cd.ParentName = tpm2.TPM2BName{Buffer: claimParent}
+			cd.ParentQualifiedName = tpm2.TPM2BName{Buffer: endorsementQN(claimParent)}
+			createData = tpm2.Marshal(cd)
+		}
+		blob, err = json.Marshal(map[string]any{
+			"KeyEncoding": 2, "TPMVersion": 2,
+			"Public": cr.OutPublic.Bytes(), "CreateData": createData,
+			"CreateAttestation": ci.CertifyInfo.Bytes(), "CreateSignature": tpm2.Marshal(ci.Signature),
+			"KeyBlob": cr.OutPrivate.Buffer, "ParentName": srk.Name.Buffer,
+		})
+		return err
+	})
+	return blob, err
+}
+
+// endorsementQN is a primary key's qualified name in the endorsement
+// hierarchy: alg || H_alg(TPM_RH_ENDORSEMENT || name) (SHA-256 names).
+func endorsementQN(name []byte) []byte {
+	d := sha256.New()
+	d.Write(binary.BigEndian.AppendUint32(nil, uint32(tpm2.TPMRHEndorsement)))
+	d.Write(name)
+	return d.Sum(name[:2:2])
 }

@@ -170,9 +170,10 @@ func BeginWithContext(ctx context.Context, t *tpm.TPM, cfg Config) (*Session, []
 	return s, hello, nil
 }
 
-// loadOrCreateAK reuses the AK kept in DataDir when the TPM can load it and
-// it has the configured algorithm; otherwise it creates one (TPM2_Create
-// under the SRK) and keeps its wrapped blob.
+// loadOrCreateAK reuses the AK kept in DataDir when the TPM can load it,
+// it has the configured algorithm and it is in the endorsement hierarchy;
+// otherwise it creates one (TPM2_Create under the SRK) and keeps its
+// wrapped blob.
 func (s *Session) loadOrCreateAK() (ak *tpm.AK, created bool, err error) {
 	if s.cfg.DataDir == "" {
 		ak, err := s.tpm.NewAK(s.cfg.AKAlgorithm)
@@ -180,8 +181,15 @@ func (s *Session) loadOrCreateAK() (ak *tpm.AK, created bool, err error) {
 	}
 	path := s.akPath(".blob")
 	if blob, err := boundedfile.Read(path, maxAKBlob); err == nil {
-		if ak, err := s.tpm.LoadAK(blob); err == nil {
+		ak, err := s.tpm.LoadAK(blob)
+		switch {
+		case err == nil && ak.InEndorsementHierarchy():
 			return ak, false, nil
+		case err == nil:
+			// Made by an earlier tpmid under another program's owner SRK:
+			// its counters are obfuscated, the server refuses it
+			// (ak_hierarchy); replace it.
+			ak.Close(s.tpm)
 		}
 	}
 	ak, err = s.tpm.NewAK(s.cfg.AKAlgorithm)

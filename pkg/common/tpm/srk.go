@@ -135,3 +135,19 @@ func inEndorsementHierarchy(name, qualified tpm2.TPM2BName) bool {
 	want := d.Sum(name.Buffer[:2:2])
 	return bytes.Equal(want, qualified.Buffer)
 }
+
+// InEndorsementHierarchy reports whether the AK's creation data names a
+// primary key of the endorsement hierarchy as its parent (parentName and
+// parentQualifiedName of TPMS_CREATION_DATA). AKs made by tpmid before
+// 2026-11-25 under another program's owner-hierarchy SRK are not: their
+// quotes' counters are obfuscated and the server refuses them
+// (ak_hierarchy), so the agent makes a new AK instead. It sends no TPM
+// command and trusts the blob the agent kept; the server checks the same
+// against the quote's qualifiedSigner, which the TPM signed.
+func (k *AK) InEndorsementHierarchy() bool {
+	cd, err := tpm2.Unmarshal[tpm2.TPMSCreationData](k.params.CreateData)
+	if err != nil {
+		return false
+	}
+	return inEndorsementHierarchy(cd.ParentName, cd.ParentQualifiedName)
+}

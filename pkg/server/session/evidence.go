@@ -99,6 +99,13 @@ func (s *Session) verifyQuotes(ev *wire.Evidence) error {
 		return err
 	}
 	extra := wire.QuoteExtraData(s.serverNonce, s.hello.Nonce, s.helloRaw)
+	// The counters are facts (reboot tracking, rollback refusals) only if
+	// the AK is in the endorsement hierarchy, where the TPM does not
+	// obfuscate them; each quote's signed qualifiedSigner must say so.
+	akQN, err := verify.EndorsementQualifiedName(s.ak.Name, s.hello.AK.CreateData)
+	if err != nil {
+		return err
+	}
 	s.facts.PCRs = pcrs.Values{}
 	for _, sel := range s.cfg.Selections {
 		bank, want, err := wire.SelectionBank(sel)
@@ -116,6 +123,9 @@ func (s *Session) verifyQuotes(ev *wire.Evidence) error {
 		}
 		if err := verify.CheckSelection(facts, bank, want); err != nil {
 			return err
+		}
+		if err := verify.CheckAKHierarchy(akQN, facts.QualifiedSigner); err != nil {
+			return fmt.Errorf("quote over bank %s: %w", sel.Bank, err)
 		}
 		if err := appraise.CheckQuoteStrength(facts.Weak); err != nil {
 			return &verify.Error{Reason: ReasonQuoteWeak, Err: fmt.Errorf("quote over bank %s: %w", sel.Bank, err)}

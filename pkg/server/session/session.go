@@ -103,8 +103,11 @@ const (
 	ReasonEventLogTampered verify.Reason = "eventlog_tampered"
 	// ReasonEventLogPCR7: PCR7 does not follow the firmware profile's
 	// grammar (eventlog.ErrPCR7Grammar, a conflicting or invalid SecureBoot).
-	ReasonEventLogPCR7    verify.Reason = "eventlog_pcr7"
-	ReasonAKCreation      verify.Reason = "ak_creation"
+	ReasonEventLogPCR7 verify.Reason = "eventlog_pcr7"
+	ReasonAKCreation   verify.Reason = "ak_creation"
+	// ReasonAKHierarchy: the AK is not a child of an endorsement-hierarchy
+	// primary key, so its quotes' counters are obfuscated.
+	ReasonAKHierarchy     verify.Reason = verify.ReasonAKHierarchy
 	ReasonQuoteWeak       verify.Reason = "quote_weak"
 	ReasonActivationProof verify.Reason = "activation_proof"
 	// ReasonQuoteCounters: the quotes of one answer disagree on the TPM's

@@ -164,7 +164,8 @@ const maxCreationField = 4096
 // TPM2_ActivateCredential for the EK proves that, and more: the server
 // session therefore relies on activation and does not call this
 // (docs/verification.md, 2026-11-25). Nothing in the product calls it any
-// more; it goes with the hello's creation fields (same entry).
+// more; it goes with the hello's creation attestation and signature (same
+// entry). The creation data stays: EndorsementQualifiedName reads it.
 func CheckAKCreation(akPublic, createData, createAttestation, createSignature []byte) error {
 	ak, err := ParseAKPublic(akPublic)
 	if err != nil {
