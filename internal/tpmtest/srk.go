@@ -77,20 +77,9 @@ func PersistentName(tp *tpm.TPM, handle uint32) (name []byte, err error) {
 // the AK's real hierarchy from the agent and the server. The TPM's
 // creation attestation then no longer matches the creation data.
 func LegacyOwnerAKBlob(tp *tpm.TPM, claimParent []byte) (blob []byte, err error) {
-	tmpl := tpm2.TPMTPublic{
-		Type:    tpm2.TPMAlgECC,
-		NameAlg: tpm2.TPMAlgSHA256,
-		ObjectAttributes: tpm2.TPMAObject{
-			FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
-			UserWithAuth: true, NoDA: true, Restricted: true, SignEncrypt: true,
-		},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-			Scheme: tpm2.TPMTECCScheme{
-				Scheme:  tpm2.TPMAlgECDSA,
-				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
-			},
-			CurveID: tpm2.TPMECCNistP256,
-		}),
+	tmpl, err := tpm.AKTemplate(tpm.AKP256)
+	if err != nil {
+		return nil, err
 	}
 	err = tp.WithChannel(func(ch io.ReadWriter) error {
 		t := transport.FromReadWriter(ch)

@@ -53,8 +53,9 @@ func (a AKAlg) Canonical() AKAlg {
 // MaxAKBlob bounds an AK blob given to LoadAK.
 const MaxAKBlob = 64 << 10
 
-// akTemplate returns the TPMT_PUBLIC template of a restricted signing AK.
-func akTemplate(alg AKAlg) (tpm2.TPMTPublic, error) {
+// AKTemplate returns the TPMT_PUBLIC template of a restricted signing AK
+// of alg, as NewAK creates it.
+func AKTemplate(alg AKAlg) (tpm2.TPMTPublic, error) {
 	attrs := tpm2.TPMAObject{
 		FixedTPM:            true,
 		FixedParent:         true,
@@ -161,7 +162,7 @@ const keyEncodingEncrypted = 2
 // Security: the AK's attributes (fixedTPM, restricted, sign) prove nothing
 // until a verifier has seen it activate a credential for a trusted EK.
 func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
-	tmpl, err := akTemplate(alg)
+	tmpl, err := AKTemplate(alg)
 	if err != nil {
 		return nil, err
 	}

@@ -79,26 +79,22 @@ func TestAKHierarchy(t *testing.T) {
 		t.Fatal(err)
 	}
 	good = append(good, newAK(t, tpm.AKP256))
-	legacyBlob, err := tpmtest.LegacyOwnerAKBlob(tp, nil)
-	if err != nil {
-		t.Fatal(err)
+	// An AK made under systemd's SRK, as tpmid's blob kept it (claim nil),
+	// or with its creation data forged to name claim as the parent.
+	ownerAK := func(claim []byte) ak {
+		blob, err := tpmtest.LegacyOwnerAKBlob(tp, claim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := tp.LoadAK(blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close(tp)
+		return ak{akName(t, k.Params().Public), k.Params().CreateData, signedQN(t, tp, k)}
 	}
-	lk, err := tp.LoadAK(legacyBlob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	owner := ak{akName(t, lk.Params().Public), lk.Params().CreateData, signedQN(t, tp, lk)}
-	lk.Close(tp)
-	forgedBlob, err := tpmtest.LegacyOwnerAKBlob(tp, parentName(t, good[3].createData))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fk, err := tp.LoadAK(forgedBlob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged := ak{akName(t, fk.Params().Public), fk.Params().CreateData, signedQN(t, tp, fk)}
-	fk.Close(tp)
+	owner := ownerAK(nil)
+	forged := ownerAK(parentName(t, good[3].createData))
 	tp.Close()
 
 	for i, k := range good {
