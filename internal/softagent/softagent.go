@@ -34,6 +34,7 @@ import (
 	"github.com/tpmid/tpmid/internal/testca"
 	"github.com/tpmid/tpmid/pkg/common/eventlog"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
+	"github.com/tpmid/tpmid/pkg/common/tpmname"
 	"github.com/tpmid/tpmid/pkg/common/wire"
 )
 
@@ -186,18 +187,26 @@ func (a *Attester) makeAK() error {
 	if err != nil {
 		return err
 	}
+	// The agent's SRK is a primary key of the endorsement hierarchy; the
+	// server refuses AKs elsewhere (ak_hierarchy).
+	srkQName, err := tpmname.EndorsementPrimary(srkName)
+	if err != nil {
+		return err
+	}
 	cd := tpm2.Marshal(tpm2.TPMSCreationData{
 		PCRSelect:           tpm2.TPMLPCRSelection{},
 		PCRDigest:           tpm2.TPM2BDigest{Buffer: nil},
 		Locality:            tpm2.TPMALocality{TPMLocZero: true},
 		ParentNameAlg:       tpm2.TPMAlgSHA256,
 		ParentName:          tpm2.TPM2BName{Buffer: srkName},
-		ParentQualifiedName: tpm2.TPM2BName{Buffer: qualify(endorsementQName, srkName)},
+		ParentQualifiedName: tpm2.TPM2BName{Buffer: srkQName},
 		OutsideInfo:         tpm2.TPM2BData{},
 	})
 	cdHash := sha256.Sum256(cd)
 	a.ak, a.akPublic, a.akName = k, tpm2.Marshal(pub), name.Buffer
-	a.akQName = qualify(qualify(endorsementQName, srkName), a.akName)
+	if a.akQName, err = tpmname.Qualify(srkQName, a.akName); err != nil {
+		return err
+	}
 	att := a.attest(tpm2.TPMSTAttestCreation, nil, tpm2.NewTPMUAttest(tpm2.TPMSTAttestCreation, &tpm2.TPMSCreationInfo{
 		ObjectName:   tpm2.TPM2BName{Buffer: a.akName},
 		CreationHash: tpm2.TPM2BDigest{Buffer: cdHash[:]},
@@ -208,20 +217,6 @@ func (a *Attester) makeAK() error {
 	}
 	a.create = wire.AK{Public: a.akPublic, CreateData: cd, CreateAttestation: att, CreateSignature: sig}
 	return nil
-}
-
-// endorsementQName is the qualified name of the endorsement hierarchy,
-// TPM_RH_ENDORSEMENT's handle (TPM 2.0 Part 1, "Qualified Name"): the
-// agent's SRK is a primary key there, and the server refuses AKs elsewhere
-// (ak_hierarchy).
-var endorsementQName = []byte{0x40, 0x00, 0x00, 0x0B}
-
-// qualify is a child's qualified name: nameAlg || H(parent QN || child name).
-func qualify(parentQN, name []byte) []byte {
-	h := sha256.New()
-	h.Write(parentQN)
-	h.Write(name)
-	return append([]byte{0x00, 0x0b}, h.Sum(nil)...)
 }
 
 // attest encodes a TPMS_ATTEST signed by the AK, with the clock of a TPM

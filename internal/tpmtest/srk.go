@@ -1,8 +1,6 @@
 package tpmtest
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +9,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/tpmid/tpmid/pkg/common/tpm"
+	"github.com/tpmid/tpmid/pkg/common/tpmname"
 )
 
 // OwnerSRKHandle is where ProvisionOwnerSRK puts the SRK.
@@ -113,8 +112,12 @@ func LegacyOwnerAKBlob(tp *tpm.TPM, claimParent []byte) (blob []byte, err error)
 			if err != nil {
 				return err
 			}
+			qn, err := tpmname.EndorsementPrimary(claimParent)
+			if err != nil {
+				return fmt.Errorf("claimed parent: %w", err)
+			}
 			cd.ParentName = tpm2.TPM2BName{Buffer: claimParent}
-			cd.ParentQualifiedName = tpm2.TPM2BName{Buffer: endorsementQN(claimParent)}
+			cd.ParentQualifiedName = tpm2.TPM2BName{Buffer: qn}
 			createData = tpm2.Marshal(cd)
 		}
 		blob, err = json.Marshal(map[string]any{
@@ -126,13 +129,4 @@ func LegacyOwnerAKBlob(tp *tpm.TPM, claimParent []byte) (blob []byte, err error)
 		return err
 	})
 	return blob, err
-}
-
-// endorsementQN is a primary key's qualified name in the endorsement
-// hierarchy: alg || H_alg(TPM_RH_ENDORSEMENT || name) (SHA-256 names).
-func endorsementQN(name []byte) []byte {
-	d := sha256.New()
-	d.Write(binary.BigEndian.AppendUint32(nil, uint32(tpm2.TPMRHEndorsement)))
-	d.Write(name)
-	return d.Sum(name[:2:2])
 }

@@ -180,10 +180,7 @@ func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
 		return nil, errors.Join(fmt.Errorf("TPM2_Create of the %s AK: %w", alg.Canonical(), err), parent.release(t))
 	}
 	ak, err := t.loadAK(parent, cr.OutPrivate.Buffer, cr.OutPublic.Bytes())
-	if err := errors.Join(err, parent.release(t)); err != nil {
-		if ak != nil {
-			err = errors.Join(err, t.flush(ak.handle))
-		}
+	if err != nil {
 		return nil, err
 	}
 	ci, err := tpm2.CertifyCreation{
@@ -203,7 +200,18 @@ func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
 }
 
 // loadAK runs TPM2_Load of an AK under the SRK and checks its public area.
-func (t *TPM) loadAK(parent storageParent, private, public []byte) (*AK, error) {
+//
+// It releases parent (flushes it if transient) on every path: a loaded key
+// needs no parent, so NewAK and LoadAK need not each remember to.
+func (t *TPM) loadAK(parent storageParent, private, public []byte) (ak *AK, err error) {
+	defer func() {
+		if rerr := parent.release(t); rerr != nil {
+			if ak != nil {
+				rerr = errors.Join(rerr, t.flush(ak.handle))
+			}
+			ak, err = nil, errors.Join(err, rerr)
+		}
+	}()
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
 	if err != nil {
 		return nil, fmt.Errorf("AK public area: %w", err)
@@ -264,17 +272,14 @@ func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 			return nil, errors.Join(errors.New("AK blob: tpmid's transient SRK has another Name than the AK's parent: the endorsement hierarchy's seed changed, or the blob is from another TPM"), parent.release(t))
 		}
 	case len(b.ParentName) > 0:
-		parent = storageParent{AuthHandle: tpm2.AuthHandle{Handle: srkHandle, Name: tpm2.TPM2BName{Buffer: b.ParentName}, Auth: tpm2.PasswordAuth(nil)}}
+		parent = persistentParent(tpm2.TPM2BName{Buffer: b.ParentName})
 	default:
 		if parent, err = t.persistentSRK(); err != nil {
 			return nil, err
 		}
 	}
 	ak, err := t.loadAK(parent, b.Blob, b.Public)
-	if err := errors.Join(err, parent.release(t)); err != nil {
-		if ak != nil {
-			err = errors.Join(err, t.flush(ak.handle))
-		}
+	if err != nil {
 		return nil, err
 	}
 	ak.params.CreateData, ak.params.CreateAttestation, ak.params.CreateSignature = b.CreateData, b.CreateAttestation, b.CreateSignature

@@ -2,11 +2,12 @@ package tpm
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/tpmid/tpmid/pkg/common/tpmname"
 )
 
 // srkHandle is where the storage root key lives (TCG provisioning
@@ -55,21 +56,14 @@ func (t *TPM) srk() (storageParent, error) {
 	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp)
 	if err == nil {
 		if inEndorsementHierarchy(rsp.Name, rsp.QualifiedName) {
-			return storageParent{AuthHandle: tpm2.AuthHandle{Handle: srkHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}}, nil
+			return persistentParent(rsp.Name), nil
 		}
 		return t.transientSRK()
 	}
-	cp, cerr := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
-	}.Execute(tp)
+	cp, cerr := t.endorsementPrimary(tpm2.ECCSRKTemplate)
 	if cerr != nil {
 		var rerr error
-		cp, rerr = tpm2.CreatePrimary{
-			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-			InPublic:      tpm2.New2B(tpm2.RSASRKTemplate),
-		}.Execute(tp)
-		if rerr != nil {
+		if cp, rerr = t.endorsementPrimary(tpm2.RSASRKTemplate); rerr != nil {
 			return storageParent{}, fmt.Errorf("no SRK at 0x%08x (%v), and TPM2_CreatePrimary of one: ECC P-256: %v; RSA-2048: %w", uint32(srkHandle), err, cerr, rerr)
 		}
 	}
@@ -81,16 +75,28 @@ func (t *TPM) srk() (storageParent, error) {
 	if err := errors.Join(eerr, t.flush(uint32(cp.ObjectHandle))); err != nil {
 		return storageParent{}, fmt.Errorf("TPM2_EvictControl of the SRK to 0x%08x: %w", uint32(srkHandle), err)
 	}
-	return storageParent{AuthHandle: tpm2.AuthHandle{Handle: srkHandle, Name: cp.Name, Auth: tpm2.PasswordAuth(nil)}}, nil
+	return persistentParent(cp.Name), nil
+}
+
+// endorsementPrimary makes a primary key from tmpl in the endorsement
+// hierarchy (TPM2_CreatePrimary, empty endorsement auth).
+func (t *TPM) endorsementPrimary(tmpl tpm2.TPMTPublic) (*tpm2.CreatePrimaryResponse, error) {
+	return tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tmpl),
+	}.Execute(t.tp())
+}
+
+// persistentParent is the SRK at 0x81000001 with Name name (password auth,
+// which involves no Name).
+func persistentParent(name tpm2.TPM2BName) storageParent {
+	return storageParent{AuthHandle: tpm2.AuthHandle{Handle: srkHandle, Name: name, Auth: tpm2.PasswordAuth(nil)}}
 }
 
 // transientSRK makes tpmid's transient SRK: the TCG ECC P-256 SRK template
 // in the endorsement hierarchy (TPM2_CreatePrimary). The caller flushes it.
 func (t *TPM) transientSRK() (storageParent, error) {
-	cp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
-	}.Execute(t.tp())
+	cp, err := t.endorsementPrimary(tpm2.ECCSRKTemplate)
 	if err != nil {
 		return storageParent{}, fmt.Errorf("0x%08x holds an SRK outside the endorsement hierarchy, and TPM2_CreatePrimary of tpmid's own ECC SRK there: %w", uint32(srkHandle), err)
 	}
@@ -112,7 +118,7 @@ func (t *TPM) persistentSRK() (storageParent, error) {
 	if err != nil {
 		return storageParent{}, fmt.Errorf("TPM2_ReadPublic of the SRK at 0x%08x, which the AK blob was made under: %w", uint32(srkHandle), err)
 	}
-	return storageParent{AuthHandle: tpm2.AuthHandle{Handle: srkHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}}, nil
+	return persistentParent(rsp.Name), nil
 }
 
 // inEndorsementHierarchy reports whether a key with this Name and
@@ -121,19 +127,8 @@ func (t *TPM) persistentSRK() (storageParent, error) {
 // algorithm (TPM 2.0 Part 1, 16.6), so the TPM's own TPM2_ReadPublic
 // answer says which hierarchy holds the key.
 func inEndorsementHierarchy(name, qualified tpm2.TPM2BName) bool {
-	if len(name.Buffer) < 2 {
-		return false
-	}
-	alg := tpm2.TPMIAlgHash(binary.BigEndian.Uint16(name.Buffer))
-	h, err := alg.Hash()
-	if err != nil {
-		return false
-	}
-	d := h.New()
-	d.Write(binary.BigEndian.AppendUint32(nil, uint32(tpm2.TPMRHEndorsement)))
-	d.Write(name.Buffer)
-	want := d.Sum(name.Buffer[:2:2])
-	return bytes.Equal(want, qualified.Buffer)
+	want, err := tpmname.EndorsementPrimary(name.Buffer)
+	return err == nil && bytes.Equal(want, qualified.Buffer)
 }
 
 // InEndorsementHierarchy reports whether the AK's creation data names a

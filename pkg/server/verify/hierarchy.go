@@ -2,20 +2,14 @@ package verify
 
 import (
 	"crypto/subtle"
-	"encoding/binary"
-	"fmt"
 
-	"github.com/google/go-tpm/tpm2"
+	"github.com/tpmid/tpmid/pkg/common/tpmname"
 )
 
 // ReasonAKHierarchy: the AK that signed the quotes is not a child of a
 // primary key of the endorsement hierarchy, so its quotes' resetCount and
 // restartCount are obfuscated and say nothing about reboots or rollback.
 const ReasonAKHierarchy Reason = "ak_hierarchy"
-
-// rhEndorsement is TPM_RH_ENDORSEMENT, the qualified name of the
-// endorsement hierarchy (TPM 2.0 Part 1, 16.6).
-const rhEndorsement = uint32(tpm2.TPMRHEndorsement)
 
 // EndorsementQualifiedName returns the qualified name an AK with Name
 // akName has when it is a child of a primary key of the endorsement
@@ -47,11 +41,11 @@ func EndorsementQualifiedName(akName, createData []byte) ([]byte, error) {
 	if err != nil {
 		return nil, failf(ReasonAKHierarchy, "AK creation data: %v", err)
 	}
-	parentQN, err := qualify(binary.BigEndian.AppendUint32(nil, rhEndorsement), cd.ParentName)
+	parentQN, err := tpmname.EndorsementPrimary(cd.ParentName)
 	if err != nil {
 		return nil, failf(ReasonAKHierarchy, "AK creation data: parent Name: %v", err)
 	}
-	qn, err := qualify(parentQN, akName)
+	qn, err := tpmname.Qualify(parentQN, akName)
 	if err != nil {
 		return nil, failf(ReasonAKHierarchy, "AK Name: %v", err)
 	}
@@ -65,23 +59,4 @@ func CheckAKHierarchy(want, qualifiedSigner []byte) error {
 		return failf(ReasonAKHierarchy, "the quote's signer is not a child of the endorsement-hierarchy primary key its creation data names: its resetCount and restartCount are obfuscated (an AK under an owner-hierarchy SRK?)")
 	}
 	return nil
-}
-
-// qualify returns name's alg || H_alg(parentQN || name), where alg is the
-// name algorithm in name's first two bytes.
-func qualify(parentQN, name []byte) ([]byte, error) {
-	if len(name) < 2 {
-		return nil, fmt.Errorf("Name of %d bytes has no algorithm", len(name))
-	}
-	h, err := tpm2.TPMIAlgHash(binary.BigEndian.Uint16(name)).Hash()
-	if err != nil {
-		return nil, err
-	}
-	if len(name) != 2+h.Size() {
-		return nil, fmt.Errorf("Name of %d bytes for a %d-byte digest", len(name), h.Size())
-	}
-	d := h.New()
-	d.Write(parentQN)
-	d.Write(name)
-	return d.Sum(name[:2:2]), nil
 }
