@@ -89,8 +89,10 @@ bench-all:
 bench-load: build
 	CGO_ENABLED=1 $(GO) run ./test/bench/load -plugin $(BIN)/tpmid-server-plugin
 
-# bench-spire: spire-agent start to attested, tpmid against join_token,
-# interleaved, medians and ratio.
+# bench-spire: spire-agent start to attested, interleaved: tpmid on a new
+# machine and on a known one (AK and AK certificate kept: the fast path),
+# a no-op external plugin pair (SPIRE's floor for any external plugin) and
+# join_token; medians and ratios.
 bench-spire: deps
 	CGO_ENABLED=1 $(GO) run -tags $(TEST_TAGS) ./test/bench/spire
 

@@ -114,51 +114,82 @@ func JoinTokenAgentConfig(dataDir, socketPath, bundlePath string, serverPort int
 func (e *Env) AttestJoinToken(ctx context.Context, srv *Server, name, logLevel string, timeout time.Duration) (*Attestation, error) {
 	var a *Attestation
 	err := e.Step("start spire-agent "+name+" (join_token), wait for attestation", func() error {
-		dir := filepath.Join(e.LogDir, name)
-		dataDir := filepath.Join(dir, "data")
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return err
-		}
 		token, err := srv.JoinToken(ctx)
 		if err != nil {
 			return err
 		}
-		bundle, err := srv.Bundle(ctx)
-		if err != nil {
-			return err
-		}
-		bundlePath := filepath.Join(dir, "bundle.pem")
-		if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
-			return err
-		}
-		conf := filepath.Join(dir, "agent.conf")
-		sock := filepath.Join(e.sockDir, filepath.Base(dir)+".sock")
-		if err := os.WriteFile(conf, []byte(JoinTokenAgentConfig(dataDir, sock, bundlePath, srv.Port, token, logLevel)), 0o644); err != nil {
-			return err
-		}
-		if timeout == 0 {
-			timeout = 60 * time.Second
-		}
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		p, err := startProcess("spire-agent", filepath.Join(e.LogDir, name+".log"), dir, pluginEnv(e.sockDir), filepath.Join(e.SPIREBin, "spire-agent"), "run", "-config", conf)
-		if err != nil {
-			return err
-		}
-		e.onClose(p.Stop)
-		found, err := waitForLog(wctx, p.LogPath, p.Done(), agentAttestedLine, agentRetryLine)
-		d := time.Since(p.Started)
-		if err == nil && found == agentRetryLine {
-			err = errors.New(agentRetryLine)
-		}
-		if err != nil {
-			p.Stop()
-			return fmt.Errorf("spire-agent (join_token) did not attest (%v): %s", err, lastLines(p.Log(), 8))
-		}
-		a = &Attestation{Agent: p, Duration: d}
-		return a.fillFromServer(ctx, srv)
+		a, err = e.runOtherAgent(ctx, srv, name, timeout, func(dataDir, sock, bundlePath string) string {
+			return JoinTokenAgentConfig(dataDir, sock, bundlePath, srv.Port, token, logLevel)
+		})
+		return err
 	})
 	return a, err
+}
+
+// AttestExternal runs a fresh spire-agent (its files in LogDir/name) whose
+// only NodeAttestor is the external plugin attestor at pluginCmd, with no
+// plugin_data, as AttestJoinToken does for join_token (bench-spire's no-op
+// pair; the server must have its server side).
+func (e *Env) AttestExternal(ctx context.Context, srv *Server, name, attestor, pluginCmd, pluginSum, logLevel string, timeout time.Duration) (*Attestation, error) {
+	if logLevel == "" {
+		logLevel = "DEBUG"
+	}
+	block := fmt.Sprintf("    NodeAttestor %q {\n        plugin_cmd = %s\n        plugin_checksum = %q\n        plugin_data {}\n    }\n",
+		attestor, hclString(pluginCmd), pluginSum)
+	var a *Attestation
+	err := e.Step("start spire-agent "+name+" ("+attestor+"), wait for attestation", func() error {
+		var err error
+		a, err = e.runOtherAgent(ctx, srv, name, timeout, func(dataDir, sock, bundlePath string) string {
+			return agentConfig(dataDir, sock, bundlePath, srv.Port, logLevel, "", block)
+		})
+		return err
+	})
+	return a, err
+}
+
+// runOtherAgent starts a fresh spire-agent in LogDir/name with the config
+// conf renders and waits until it attests; for agents that are not tpmid's
+// (RunAgent is tpmid's, with its refusal reporting).
+func (e *Env) runOtherAgent(ctx context.Context, srv *Server, name string, timeout time.Duration, conf func(dataDir, sock, bundlePath string) string) (*Attestation, error) {
+	dir := filepath.Join(e.LogDir, name)
+	dataDir := filepath.Join(dir, "data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	bundle, err := srv.Bundle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bundlePath := filepath.Join(dir, "bundle.pem")
+	if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
+		return nil, err
+	}
+	confPath := filepath.Join(dir, "agent.conf")
+	sock := filepath.Join(e.sockDir, filepath.Base(dir)+".sock")
+	if err := os.WriteFile(confPath, []byte(conf(dataDir, sock, bundlePath)), 0o644); err != nil {
+		return nil, err
+	}
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	p, err := startProcess("spire-agent", filepath.Join(e.LogDir, name+".log"), dir, pluginEnv(e.sockDir), filepath.Join(e.SPIREBin, "spire-agent"), "run", "-config", confPath)
+	if err != nil {
+		return nil, err
+	}
+	e.onClose(p.Stop)
+	found, err := waitForLog(wctx, p.LogPath, p.Done(), agentAttestedLine, agentRetryLine)
+	d := time.Since(p.Started)
+	if err == nil && found == agentRetryLine {
+		err = errors.New(agentRetryLine)
+	}
+	if err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("spire-agent %s did not attest (%v): %s", name, err, lastLines(p.Log(), 8))
+	}
+	a := &Attestation{Agent: p, Duration: d}
+	return a, a.fillFromServer(ctx, srv)
 }
 
 // AttestAs is Attest with the agent's files in LogDir/name, so that each

@@ -1,10 +1,12 @@
 package demo
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
 )
 
 // TestJoinTokenConfigs: the server config with join_token added and the
@@ -47,5 +49,42 @@ func TestParseToken(t *testing.T) {
 	}
 	if _, err := parseToken("Error: permission denied\n"); err == nil {
 		t.Fatal("parseToken found a token in an error")
+	}
+}
+
+// TestExtraAttestorConfigs: ExtraNodeAttestors lands inside the server's
+// plugins block beside tpmid's, and PluginDataDir replaces the plugin's
+// default data_dir (bench-spire's floor pair and known machine).
+func TestExtraAttestorConfigs(t *testing.T) {
+	extra := "    NodeAttestor \"floor\" {\n        plugin_cmd = \"/f/server\"\n        plugin_data {}\n    }\n"
+	srv := ServerConfig("/d", "/s.sock", 1234, "/x/server", "00", ServerOptions{ExtraNodeAttestors: extra})
+	f, err := hcl.Parse(srv)
+	if err != nil {
+		t.Fatalf("server config is not HCL: %v\n%s", err, srv)
+	}
+	var names []string
+	for _, plugins := range f.Node.(*ast.ObjectList).Filter("plugins").Items {
+		for _, na := range plugins.Val.(*ast.ObjectType).List.Filter("NodeAttestor").Items {
+			for _, k := range na.Keys {
+				names = append(names, strings.Trim(k.Token.Text, `"`))
+			}
+		}
+	}
+	if len(names) != 2 || !slices.Contains(names, "floor") || !slices.Contains(names, "tpm") {
+		t.Errorf("NodeAttestors in the plugins block: %v\n%s", names, srv)
+	}
+
+	for _, tt := range []struct{ dir, want string }{
+		{"", `data_dir = "/d/tpmid"`},
+		{"/kept/tpmid", `data_dir = "/kept/tpmid"`},
+	} {
+		agent := AgentConfig("/d", "/a.sock", "/b.pem", 1234, "/x/agent", "11", AgentOptions{TPMDevice: "/dev/tpmrm0", PluginDataDir: tt.dir})
+		if !strings.Contains(agent, tt.want) {
+			t.Errorf("PluginDataDir %q: want %s in\n%s", tt.dir, tt.want, agent)
+		}
+	}
+	agent := AgentConfig("/d", "/a.sock", "/b.pem", 1234, "/x/agent", "11", AgentOptions{TPMDevice: "/dev/tpmrm0", PluginDataDir: "/kept/tpmid"})
+	if strings.Contains(agent, `"/d/tpmid"`) {
+		t.Errorf("default data_dir still there:\n%s", agent)
 	}
 }

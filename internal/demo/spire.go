@@ -33,6 +33,9 @@ type ServerOptions struct {
 	// tpmid.db in the server's directory, never the plugin's default path.
 	Store      string
 	Enrollment string // enrollment ("" = plugin default, open)
+	// ExtraNodeAttestors are NodeAttestor blocks added verbatim to the
+	// plugins block, beside tpmid's (bench-spire's external no-op pair).
+	ExtraNodeAttestors string
 }
 
 // Server is a running spire-server.
@@ -130,11 +133,11 @@ plugins {
         plugin_data {
 %s        }
     }
-}
+%s}
 `, port, hclString(socketPath), TrustDomain, hclString(dataDir), level,
 		hclString(filepath.Join(dataDir, "datastore.sqlite3")),
 		hclString(filepath.Join(dataDir, "keys.json")),
-		PluginName, hclString(pluginCmd), pluginSum, serverPluginData(o))
+		PluginName, hclString(pluginCmd), pluginSum, serverPluginData(o), o.ExtraNodeAttestors)
 }
 
 // pluginEnv is the environment added for spire-server and spire-agent:
@@ -274,6 +277,10 @@ type AgentOptions struct {
 	EventLogPath string // event_log_path
 	LogLevel     string // default DEBUG (the plugin logs its TPM command count at debug)
 	Timeout      time.Duration
+	// PluginDataDir is the plugin's data_dir; empty is "tpmid" in the
+	// agent's data directory. A directory kept across agents keeps the AK
+	// and its certificate, as a machine's disk does.
+	PluginDataDir string
 }
 
 // AgentConfig renders a spire-agent config that joins the server on
@@ -294,7 +301,11 @@ func AgentConfig(dataDir, socketPath, bundlePath string, serverPort int, pluginC
 	if o.EventLogPath != "" {
 		fmt.Fprintf(&pd, "            event_log_path = %s\n", hclString(o.EventLogPath))
 	}
-	fmt.Fprintf(&pd, "            data_dir = %s\n", hclString(filepath.Join(dataDir, "tpmid")))
+	pluginDir := o.PluginDataDir
+	if pluginDir == "" {
+		pluginDir = filepath.Join(dataDir, "tpmid")
+	}
+	fmt.Fprintf(&pd, "            data_dir = %s\n", hclString(pluginDir))
 	attestor := fmt.Sprintf(`    NodeAttestor %q {
         plugin_cmd = %s
         plugin_checksum = %q

@@ -1,16 +1,30 @@
 // Command spire measures spire-agent start to attested with tpmid (a swtpm
-// TPM, real spire-server and spire-agent v1.13.3 with tpmid's plugins)
-// against SPIRE's own join_token, on one spire-server that has both
-// NodeAttestors, interleaved (tpmid, join_token, tpmid, ...), and prints
-// every run, both medians and their ratio.
+// TPM, real spire-server and spire-agent v1.13.3 with tpmid's plugins and
+// its AK CA) against SPIRE's own join_token, on one spire-server, and prints
+// every run, the medians and their ratios. Four kinds of agent, interleaved:
 //
-// Every run is a new spire-agent (a fresh data directory: no SVID kept, and
-// for tpmid no AK kept, so the agent plugin creates its AK and the server
-// does the full attestation: EK certificate, TPM2_MakeCredential, quote,
-// event log). The time is from starting the spire-agent process to
-// "Node attestation was successful" in its log (internal/demo polls the log
-// every 10 ms, for both kinds alike). One run of each, not counted, warms
-// the caches first.
+//   - tpmid, new machine: a new swtpm per run (a new EK, hence a new agent
+//     ID, as each join_token run is a new agent) and a fresh data directory,
+//     so the agent plugin makes its SRK and AK and the server does the full
+//     attestation (EK certificate, TPM2_MakeCredential, quote, event log)
+//     and the CA's delivery step (the AK certificate, one more round trip);
+//   - tpmid, known machine: one swtpm whose plugin data_dir is kept across
+//     runs, as a machine's disk keeps it, and a fresh spire-agent data
+//     directory (no SVID), as when an agent re-attests after its SVID
+//     expired or it was evicted: the fast path (the AK certificate instead
+//     of TPM2_ActivateCredential, 4 TPM commands). A run that does not
+//     take the fast path fails the harness;
+//   - floor: an external NodeAttestor pair that does nothing (package
+//     floor: one random payload, no key), built with the same flags as
+//     tpmid's plugins: what SPIRE's external plugin model costs by itself
+//     (plugin_checksum, exec, go-plugin handshake, the SDK's Init,
+//     Configure, one stream);
+//   - join_token: SPIRE's built-in attestor, a new token per run.
+//
+// The time is from starting the spire-agent process to "Node attestation
+// was successful" in its log (internal/demo polls the log every 10 ms, for
+// every kind alike). One run of each, not counted, warms the caches first
+// (and gives the known machine its AK certificate).
 //
 // spire-server lets each client IP attest once a second (the per-IP
 // AttestAgent limit, server.ratelimit.attestation, on by default: SPIRE
@@ -27,9 +41,13 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -40,6 +58,7 @@ import (
 	"time"
 
 	"github.com/tpmid/tpmid/internal/demo"
+	"github.com/tpmid/tpmid/test/bench/spire/floor"
 )
 
 // goalRatio: tpmid's median within this factor of join_token's (issue 11).
@@ -51,12 +70,20 @@ const limiterGap = 1100 * time.Millisecond
 
 func main() { os.Exit(run()) }
 
+// kind is one kind of agent: how to run one, and what its runs gave.
+type kind struct {
+	name    string
+	attest  func(run int) (*demo.Attestation, error)
+	times   []time.Duration
+	phases  []phases
+	tpmCmds []string
+}
+
 func run() int {
 	n := flag.Int("n", 10, "attestations of each kind")
 	logs := flag.String("logs", "", "folder for every config and log (default: a temporary folder, removed unless the run fails)")
-	level := flag.String("log-level", "DEBUG", "spire-server and spire-agent log level, the same for both kinds (DEBUG: the tpmid agent plugin logs its TPM time)")
+	level := flag.String("log-level", "DEBUG", "spire-server and spire-agent log level, the same for every kind (DEBUG: the tpmid agent plugin logs its TPM time)")
 	ak := flag.String("ak", "", "tpmid ak_algorithm (ecdsa or rsa; default the plugin's)")
-	sameEK := flag.Bool("same-ek", false, "every tpmid run on one swtpm, so runs after the first re-attest a known agent ID; by default each run gets a new swtpm (a new EK, hence a new agent ID), as each join_token run gets a new token")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -84,96 +111,185 @@ func run() int {
 		return fail(err)
 	}
 	defer env.Close()
+	floorAgent, floorAgentSum, floorServer, floorServerSum, err := buildFloor(ctx, logDir)
+	if err != nil {
+		return fail(err)
+	}
+	caDir := filepath.Join(logDir, "tpmid-ca")
+	if _, err := demo.InitCA(ctx, caDir); err != nil {
+		return fail(fmt.Errorf("tpmid ca init: %w", err))
+	}
 	// One EK CA for every node, so that the server trusts each new swtpm.
 	nodeOpts := demo.NodeOptions{Boot: demo.BootOptions{SecureBoot: true}, CADir: filepath.Join(logDir, "ek-ca")}
-	node, err := env.NewNode(ctx, "node", nodeOpts)
+	known, err := env.NewNode(ctx, "known", nodeOpts)
 	if err != nil {
 		return fail(err)
 	}
 	srv, err := env.StartServerWithJoinToken(ctx, "server", demo.ServerOptions{
-		EKCABundle: node.CABundle, LogLevel: *level, Store: filepath.Join(logDir, "tpmid.db"),
+		EKCABundle: known.CABundle, LogLevel: *level, Store: filepath.Join(logDir, "tpmid.db"),
+		ExtraPluginData: fmt.Sprintf("        ca_dir = %q", caDir),
+		ExtraNodeAttestors: fmt.Sprintf("    NodeAttestor %q {\n        plugin_cmd = %q\n        plugin_checksum = %q\n        plugin_data {}\n    }\n",
+			floor.Name, floorServer, floorServerSum),
 	})
 	if err != nil {
 		return fail(err)
 	}
 
+	agentOpts := demo.AgentOptions{LogLevel: *level, AKAlgorithm: *ak}
+	newMachine := &kind{name: "tpmid, new machine", attest: func(run int) (*demo.Attestation, error) {
+		// Manufactured before the clock starts: not part of the time.
+		node, err := env.NewNode(ctx, fmt.Sprintf("node-%d", run), nodeOpts)
+		if err != nil {
+			return nil, err
+		}
+		return env.AttestAs(ctx, srv, node, fmt.Sprintf("tpmid-new-%d", run), agentOpts)
+	}}
+	knownOpts := agentOpts
+	knownOpts.PluginDataDir = filepath.Join(logDir, "known-tpmid-data")
+	warm := true
+	knownMachine := &kind{name: "tpmid, known machine", attest: func(run int) (*demo.Attestation, error) {
+		a, err := env.AttestAs(ctx, srv, known, fmt.Sprintf("tpmid-known-%d", run), knownOpts)
+		if err == nil && !warm && !strings.Contains(a.Agent.Log(), "ak_certificate_presented=true") {
+			err = fmt.Errorf("the known machine did not present its AK certificate (no fast path): %s", a.Agent.LogPath)
+		}
+		return a, err
+	}}
+	floorKind := &kind{name: "floor (external no-op)", attest: func(run int) (*demo.Attestation, error) {
+		return env.AttestExternal(ctx, srv, fmt.Sprintf("floor-agent-%d", run), floor.Name, floorAgent, floorAgentSum, *level, 0)
+	}}
+	joinToken := &kind{name: "join_token", attest: func(run int) (*demo.Attestation, error) {
+		return env.AttestJoinToken(ctx, srv, fmt.Sprintf("join-token-agent-%d", run), *level, 0)
+	}}
+	kinds := []*kind{newMachine, knownMachine, floorKind, joinToken}
+
 	runs := 0
-	var parts, jparts []phases
 	var last time.Time // when the previous attestation was done
-	pace := func() {
+	once := func(k *kind, counted bool) error {
+		runs++
 		if d := time.Until(last.Add(limiterGap)); d > 0 {
 			time.Sleep(d)
 		}
-	}
-	tpmid := func() (time.Duration, error) {
-		runs++
-		if !*sameEK && runs > 1 {
-			// Manufactured before the clock starts: not part of the time.
-			if node, err = env.NewNode(ctx, fmt.Sprintf("node-%d", runs), nodeOpts); err != nil {
-				return 0, err
-			}
-		}
-		pace()
-		a, err := env.AttestAs(ctx, srv, node, fmt.Sprintf("tpmid-agent-%d", runs), demo.AgentOptions{LogLevel: *level, AKAlgorithm: *ak})
+		a, err := k.attest(runs)
 		last = time.Now()
 		if err != nil {
-			return 0, err
+			return fmt.Errorf("%s: %w", k.name, err)
 		}
 		a.Agent.Stop()
-		parts = append(parts, agentPhases(a.Agent.Log()))
-		return a.Duration, nil
-	}
-	joinToken := func() (time.Duration, error) {
-		runs++
-		pace()
-		a, err := env.AttestJoinToken(ctx, srv, fmt.Sprintf("join-token-agent-%d", runs), *level, 0)
-		last = time.Now()
-		if err != nil {
-			return 0, err
+		if counted {
+			k.times = append(k.times, a.Duration)
+			k.phases = append(k.phases, agentPhases(a.Agent.Log()))
+			k.tpmCmds = append(k.tpmCmds, a.TPMCommands)
 		}
-		a.Agent.Stop()
-		jparts = append(jparts, agentPhases(a.Agent.Log()))
-		return a.Duration, nil
+		return nil
 	}
 
-	kind := "a new swtpm (new EK, new agent ID) per tpmid run"
-	if *sameEK {
-		kind = "one swtpm for every tpmid run (re-attestation of a known agent ID)"
-	}
-	fmt.Printf("tpmid bench-spire: spire-server + spire-agent %s on one machine, %s, %d of each, interleaved\n", demo.SPIREVersion, kind, *n)
+	fmt.Printf("tpmid bench-spire: spire-server + spire-agent %s on one machine, tpmid with its AK CA, %d of each kind, interleaved\n", demo.SPIREVersion, *n)
 	fmt.Printf("each run starts %s after the previous attestation (spire-server's per-IP attestation limit, 1/s, stays on)\n", limiterGap)
-	if _, err := tpmid(); err != nil {
-		return fail(fmt.Errorf("warm-up (tpmid): %w", err))
+	for _, k := range kinds {
+		if err := once(k, false); err != nil {
+			return fail(fmt.Errorf("warm-up: %w", err))
+		}
 	}
-	if _, err := joinToken(); err != nil {
-		return fail(fmt.Errorf("warm-up (join_token): %w", err))
-	}
-	var tt, jt []time.Duration
-	parts, jparts = nil, nil // not the warm-up's
+	warm = false
 	for i := range *n {
-		d, err := tpmid()
-		if err != nil {
-			return fail(fmt.Errorf("run %d (tpmid): %w", i+1, err))
+		line := fmt.Sprintf("  run %2d:", i+1)
+		for _, k := range kinds {
+			if err := once(k, true); err != nil {
+				return fail(fmt.Errorf("run %d: %w", i+1, err))
+			}
+			line += fmt.Sprintf("  %s %6.1f", shortName(k.name), msf(k.times[len(k.times)-1]))
 		}
-		tt = append(tt, d)
-		j, err := joinToken()
-		if err != nil {
-			return fail(fmt.Errorf("run %d (join_token): %w", i+1, err))
+		fmt.Println(line + " ms")
+	}
+
+	mj, mf := median(joinToken.times), median(floorKind.times)
+	fmt.Println("medians:")
+	for _, k := range kinds {
+		m := median(k.times)
+		fmt.Printf("  %-24s %7.1f ms   x%.2f join_token   x%.2f floor", k.name, msf(m), ratio(m, mj), ratio(m, mf))
+		if c := tpmCommands(k.tpmCmds); c != "" {
+			fmt.Printf("   TPM commands %s", c)
 		}
-		jt = append(jt, j)
-		fmt.Printf("  run %2d: tpmid %7.1f ms   join_token %7.1f ms\n", i+1, msf(d), msf(j))
+		fmt.Println()
 	}
-	mt, mj := median(tt), median(jt)
-	ratio := float64(mt) / float64(mj)
-	fmt.Printf("median: tpmid %.1f ms, join_token %.1f ms, ratio %.2f\n", msf(mt), msf(mj), ratio)
-	report(parts, jparts)
-	verdict := "met"
-	if ratio > goalRatio {
-		verdict = "NOT met"
+	report(kinds)
+	for _, k := range []*kind{newMachine, knownMachine} {
+		verdict := "met"
+		if ratio(median(k.times), mj) > goalRatio {
+			verdict = "NOT met"
+		}
+		fmt.Printf("goal: %s within %.1fx of join_token (median of %d, interleaved): %s\n", k.name, goalRatio, *n, verdict)
 	}
-	fmt.Printf("goal: tpmid within %.1fx of join_token (median of %d, interleaved): %s\n", goalRatio, *n, verdict)
+	fmt.Printf("SPIRE's external plugin floor is x%.2f join_token; tpmid's own share is what it takes beyond the floor: %.1f ms (new machine), %.1f ms (known machine)\n",
+		ratio(mf, mj), msf(median(newMachine.times)-mf), msf(median(knownMachine.times)-mf))
 	ok = true
 	return 0
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+// shortName is a kind's column label in the per-run lines.
+func shortName(name string) string {
+	switch name {
+	case "tpmid, new machine":
+		return "new"
+	case "tpmid, known machine":
+		return "known"
+	case "floor (external no-op)":
+		return "floor"
+	}
+	return name
+}
+
+// tpmCommands summarises the TPM command counts the tpmid agent plugin
+// logged ("8", or "8-10" when runs differ); "" for kinds without a TPM.
+func tpmCommands(cs []string) string {
+	var set []string
+	for _, c := range cs {
+		if c != "" && !slices.Contains(set, c) {
+			set = append(set, c)
+		}
+	}
+	slices.Sort(set)
+	return strings.Join(set, ", ")
+}
+
+// buildFloor builds the no-op pair into logDir/floor-bin with the flags
+// demo.BuildPlugins uses for tpmid's (so the binaries hash and load alike)
+// and returns each path and SHA-256.
+func buildFloor(ctx context.Context, logDir string) (agent, agentSum, server, serverSum string, err error) {
+	root, err := demo.RepoRoot()
+	if err != nil {
+		return "", "", "", "", err
+	}
+	out := filepath.Join(logDir, "floor-bin")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out+"/",
+		"./test/bench/spire/floor/agent", "./test/bench/spire/floor/server")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", "", "", "", fmt.Errorf("building the floor plugins: %v: %s", err, b)
+	}
+	agent, server = filepath.Join(out, "agent"), filepath.Join(out, "server")
+	if agentSum, err = sha256File(agent); err != nil {
+		return "", "", "", "", err
+	}
+	if serverSum, err = sha256File(server); err != nil {
+		return "", "", "", "", err
+	}
+	return agent, agentSum, server, serverSum, nil
+}
+
+func sha256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -257,8 +373,8 @@ func agentPhases(log string) phases {
 	return p
 }
 
-// report prints the medians of each phase for both kinds.
-func report(tp, jp []phases) {
+// report prints the medians of each phase for every kind.
+func report(kinds []*kind) {
 	med := func(ps []phases, f func(phases) time.Duration) string {
 		var ds []time.Duration
 		for _, p := range ps {
@@ -272,7 +388,11 @@ func report(tp, jp []phases) {
 		return fmt.Sprintf("%7.1f", msf(median(ds)))
 	}
 	fmt.Println("where the time goes (medians from the agents' own logs, ms):")
-	fmt.Println("                                                            tpmid  join_token")
+	head := fmt.Sprintf("  %-56s", "")
+	for _, k := range kinds {
+		head += fmt.Sprintf(" %7s", shortName(k.name))
+	}
+	fmt.Println(head)
 	for _, r := range []struct {
 		name string
 		f    func(phases) time.Duration
@@ -280,9 +400,13 @@ func report(tp, jp []phases) {
 		{"process start to \"Starting agent\"", func(p phases) time.Duration { return p.process }},
 		{"to node attestation starting (plugins loaded)", func(p phases) time.Duration { return p.plugins }},
 		{"node attestation, to \"Node attestation was successful\"", func(p phases) time.Duration { return p.attest }},
+		{"tpmid: start to the agent plugin's first log line", func(p phases) time.Duration { return p.pluginUp }},
+		{"tpmid: its TPM work (plugin_busy_ms)", func(p phases) time.Duration { return p.busy }},
 	} {
-		fmt.Printf("  %-56s %s %s\n", r.name, med(tp, r.f), med(jp, r.f))
+		line := fmt.Sprintf("  %-56s", r.name)
+		for _, k := range kinds {
+			line += " " + med(k.phases, r.f)
+		}
+		fmt.Println(line)
 	}
-	fmt.Printf("  tpmid: start to the agent plugin's first log line %s; its TPM work (plugin_busy_ms) %s\n",
-		strings.TrimSpace(med(tp, func(p phases) time.Duration { return p.pluginUp })), strings.TrimSpace(med(tp, func(p phases) time.Duration { return p.busy })))
 }
