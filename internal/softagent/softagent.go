@@ -1,9 +1,8 @@
 // Package softagent is a software stand-in for a TPM 2.0 and the tpmid agent
 // that drives it, for load generation only (test/bench/load). Each Attester
 // has its own ECC P-256 EK, certified by a test CA with a TCG-profile EK
-// certificate, and its own ECDSA P-256 AK with the TPMT_PUBLIC,
-// TPMS_CREATION_DATA, creation TPMS_ATTEST and signature a TPM returns from
-// TPM2_Create and TPM2_CertifyCreation. It answers the server's challenge as
+// certificate, and its own ECDSA P-256 AK with the TPMT_PUBLIC and
+// TPMS_CREATION_DATA a TPM returns from TPM2_Create. It answers the server's challenge as
 // TPM2_ActivateCredential (softtpm.ActivateCredentialECC, one ECDH) and
 // TPM2_Quote would, over PCR values replayed from a real event log, and sends
 // that log.
@@ -147,11 +146,10 @@ var srkName = func() []byte {
 	return append([]byte{0x00, 0x0b}, d[:]...)
 }()
 
-// makeAK makes what TPM2_Create and TPM2_CertifyCreation return for a
-// restricted ECDSA P-256 signing key created under the SRK: its
-// TPMT_PUBLIC, TPMS_CREATION_DATA, the creation TPMS_ATTEST (magic
-// TPM_GENERATED_VALUE, type TPM_ST_ATTEST_CREATION, the AK's Name and the
-// SHA-256 of the creation data) and the AK's own signature over it.
+// makeAK makes what TPM2_Create returns for a restricted ECDSA P-256
+// signing key created under the SRK: its TPMT_PUBLIC and
+// TPMS_CREATION_DATA (the agent has not run TPM2_CertifyCreation since
+// 2026-11-26).
 func (a *Attester) makeAK() error {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -202,20 +200,11 @@ func (a *Attester) makeAK() error {
 		ParentQualifiedName: tpm2.TPM2BName{Buffer: srkQName},
 		OutsideInfo:         tpm2.TPM2BData{},
 	})
-	cdHash := sha256.Sum256(cd)
 	a.ak, a.akPublic, a.akName = k, tpm2.Marshal(pub), name.Buffer
 	if a.akQName, err = tpmname.Qualify(srkQName, a.akName); err != nil {
 		return err
 	}
-	att := a.attest(tpm2.TPMSTAttestCreation, nil, tpm2.NewTPMUAttest(tpm2.TPMSTAttestCreation, &tpm2.TPMSCreationInfo{
-		ObjectName:   tpm2.TPM2BName{Buffer: a.akName},
-		CreationHash: tpm2.TPM2BDigest{Buffer: cdHash[:]},
-	}))
-	sig, err := a.sign(att)
-	if err != nil {
-		return err
-	}
-	a.create = wire.AK{Public: a.akPublic, CreateData: cd, CreateAttestation: att, CreateSignature: sig}
+	a.create = wire.AK{Public: a.akPublic, CreateData: cd}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package swtpm_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -21,6 +22,7 @@ import (
 	"github.com/tpmid/tpmid/internal/tpmtest"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
 	"github.com/tpmid/tpmid/pkg/common/tpm"
+	"github.com/tpmid/tpmid/pkg/server/verify"
 )
 
 func need(t testing.TB) {
@@ -192,14 +194,16 @@ func TestEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ak.Close(tp)
-			p := ak.Params()
-			secret, ec, err := (&attest.ActivationParameters{EK: ek.Public, AK: attest.AttestationParameters{
-				Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature,
-			}}).Generate()
+			akPub, err := verify.ParseAKPublic(ak.Params().Public)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := tp.Activate(ak, ek, ec.Credential, ec.Secret)
+			secret := []byte("0123456789abcdef0123456789abcdef")
+			credBlob, encSecret, err := verify.MakeCredential(rand.Reader, ek.Public, akPub.Name, secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tp.Activate(ak, ek, credBlob, encSecret)
 			if err != nil || !bytes.Equal(got, secret) {
 				t.Fatalf("Activate = %x, %v", got, err)
 			}
@@ -213,7 +217,7 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pub, err := attest.ParseAKPublic(p.Public)
+			pub, err := attest.ParseAKPublic(ak.Params().Public)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -309,16 +313,17 @@ func BenchmarkAttestationSequence(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer ak.Close(tp)
-		p := ak.Params()
 		b.StopTimer()
-		_, ec, err := (&attest.ActivationParameters{EK: ek.Public, AK: attest.AttestationParameters{
-			Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature,
-		}}).Generate()
+		akPub, err := verify.ParseAKPublic(ak.Params().Public)
+		if err != nil {
+			b.Fatal(err)
+		}
+		credBlob, encSecret, err := verify.MakeCredential(rand.Reader, ek.Public, akPub.Name, make([]byte, 32))
 		b.StartTimer()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := tp.Activate(ak, ek, ec.Credential, ec.Secret); err != nil {
+		if _, err := tp.Activate(ak, ek, credBlob, encSecret); err != nil {
 			b.Fatal(err)
 		}
 		if _, _, err := tp.Quote(ak, extra, pcrs.SHA256, list); err != nil {

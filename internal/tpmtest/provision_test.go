@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-attestation/attest"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
+	legacytpm2 "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/legacy/tpm2/credactivation"
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/tpmid/tpmid/internal/testca"
@@ -211,7 +213,7 @@ func TestSimulatorProvisionEKCertificateRefusals(t *testing.T) {
 }
 
 // activate makes a credential for (ek, a new AK) with go-attestation's
-// server side and checks the TPM activates it.
+// credential code and checks the TPM activates it.
 func activate(t *testing.T, tp *tpm.TPM, ek *tpm.EK, akAlg tpm.AKAlg) {
 	t.Helper()
 	ak, err := tp.NewAK(akAlg)
@@ -219,14 +221,22 @@ func activate(t *testing.T, tp *tpm.TPM, ek *tpm.EK, akAlg tpm.AKAlg) {
 		t.Fatal(err)
 	}
 	defer ak.Close(tp)
-	p := ak.Params()
-	ap := attest.ActivationParameters{EK: ek.Public, AK: attest.AttestationParameters{
-		Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature,
-	}}
-	secret, cred, err := ap.Generate()
+	// go-tpm's legacy credactivation: what go-attestation's
+	// ActivationParameters.Generate runs after its checks.
+	pub, err := legacytpm2.DecodePublic(ak.Params().Public)
 	if err != nil {
-		t.Fatalf("Generate for the %s EK: %v", ek.Alg, err)
+		t.Fatal(err)
 	}
+	name, err := pub.Name()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	credBlob, encSecret, err := credactivation.Generate(name.Digest, ek.Public, 16, secret)
+	if err != nil {
+		t.Fatalf("credactivation.Generate for the %s EK: %v", ek.Alg, err)
+	}
+	cred := attest.EncryptedCredential{Credential: credBlob, Secret: encSecret}
 	got, err := tp.Activate(ak, ek, cred.Credential, cred.Secret)
 	if err != nil {
 		t.Fatalf("Activate with the %s EK and a %s AK: %v", ek.Alg, akAlg, err)

@@ -105,14 +105,9 @@ func (s *Session) begin() ([]byte, error) {
 	}
 	params := s.ak.Params()
 	s.hello, err = wire.EncodeHello(&wire.Hello{
-		Version: wire.Version,
-		EK:      wire.EK{Certificate: ekCert, Public: ekPub},
-		AK: wire.AK{
-			Public:            params.Public,
-			CreateData:        params.CreateData,
-			CreateAttestation: params.CreateAttestation,
-			CreateSignature:   params.CreateSignature,
-		},
+		Version:     wire.Version,
+		EK:          wire.EK{Certificate: ekCert, Public: ekPub},
+		AK:          wire.AK{Public: params.Public, CreateData: params.CreateData},
 		AKCertChain: s.chain,
 		Nonce:       s.nonce,
 		Hostname:    s.cfg.Hostname,

@@ -107,12 +107,11 @@ func AKTemplate(alg AKAlg) (tpm2.TPMTPublic, error) {
 	return tpm2.TPMTPublic{}, fmt.Errorf("%w: AK algorithm %q (want one of %v or empty)", ErrBadAlgorithm, alg, AKAlgs)
 }
 
-// AKParams are the AK's attestation parameters, byte for byte as
-// go-attestation's AttestationParameters: Public is TPM2B_PUBLIC contents
-// (TPMT_PUBLIC), CreateData TPMS_CREATION_DATA, CreateAttestation
-// TPMS_ATTEST (TPM_ST_ATTEST_CREATION), CreateSignature TPMT_SIGNATURE.
+// AKParams are the AK's TPM2_Create outputs the server needs: Public is
+// TPM2B_PUBLIC contents (TPMT_PUBLIC), CreateData TPMS_CREATION_DATA (the
+// server reads the parent's Name from it to check the AK's hierarchy).
 type AKParams struct {
-	Public, CreateData, CreateAttestation, CreateSignature []byte
+	Public, CreateData []byte
 }
 
 // AK is an attestation key loaded in the TPM: a restricted signing key
@@ -133,14 +132,15 @@ type AK struct {
 // that blobs written by earlier tpmid versions, which used go-attestation,
 // load unchanged, and blobs written now load there too.
 type akBlob struct {
-	Encoding          uint8 `json:"KeyEncoding"` // 2: keyEncodingEncrypted
-	TPMVersion        uint8 // 2
-	Public            []byte
-	CreateData        []byte
-	CreateAttestation []byte
-	CreateSignature   []byte
-	Name              string
-	Blob              []byte `json:"KeyBlob"`
+	Encoding   uint8 `json:"KeyEncoding"` // 2: keyEncodingEncrypted
+	TPMVersion uint8 // 2
+	Public     []byte
+	CreateData []byte
+	// go-attestation's CreateAttestation and CreateSignature
+	// (TPM2_CertifyCreation's outputs) are in blobs made before
+	// 2026-11-26; they are no longer made, read or sent.
+	Name string
+	Blob []byte `json:"KeyBlob"`
 	// ParentName is the SRK's TPM Name (tpmid's addition; go-attestation
 	// ignores it). With it LoadAK needs no TPM2_ReadPublic of the SRK: the
 	// Name only fills go-tpm's handle bookkeeping, since the SRK is
@@ -155,12 +155,15 @@ type akBlob struct {
 
 const keyEncodingEncrypted = 2
 
-// NewAK creates an AK (TPM2_Create under the SRK, TPM2_Load, then
-// TPM2_CertifyCreation so a verifier can check its attributes). If the
+// NewAK creates an AK (TPM2_Create under the SRK, then TPM2_Load). If the
 // SRK is missing it is created and persisted first (see srk).
 //
 // Security: the AK's attributes (fixedTPM, restricted, sign) prove nothing
 // until a verifier has seen it activate a credential for a trusted EK.
+// There is no TPM2_CertifyCreation: its attestation is signed by the AK
+// itself, so it proves nothing before activation and nothing that
+// activation does not prove after it (docs/verification.md); it cost a
+// TPM signature per new AK.
 func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
 	tmpl, err := AKTemplate(alg)
 	if err != nil {
@@ -183,19 +186,7 @@ func (t *TPM) NewAK(alg AKAlg) (*AK, error) {
 	if err != nil {
 		return nil, err
 	}
-	ci, err := tpm2.CertifyCreation{
-		SignHandle:     tpm2.AuthHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name, Auth: tpm2.PasswordAuth(nil)},
-		ObjectHandle:   tpm2.NamedHandle{Handle: tpm2.TPMHandle(ak.handle), Name: ak.name},
-		CreationHash:   cr.CreationHash,
-		InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
-		CreationTicket: cr.CreationTicket,
-	}.Execute(tp)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("TPM2_CertifyCreation of the AK: %w", err), t.flush(ak.handle))
-	}
 	ak.params.CreateData = cr.CreationData.Bytes()
-	ak.params.CreateAttestation = ci.CertifyInfo.Bytes()
-	ak.params.CreateSignature = tpm2.Marshal(ci.Signature)
 	return ak, nil
 }
 
@@ -282,7 +273,7 @@ func (t *TPM) LoadAK(blob []byte) (*AK, error) {
 	if err != nil {
 		return nil, err
 	}
-	ak.params.CreateData, ak.params.CreateAttestation, ak.params.CreateSignature = b.CreateData, b.CreateAttestation, b.CreateSignature
+	ak.params.CreateData = b.CreateData
 	return ak, nil
 }
 
@@ -294,7 +285,6 @@ func (k *AK) Blob() ([]byte, error) {
 	b, err := json.Marshal(akBlob{
 		Encoding: keyEncodingEncrypted, TPMVersion: 2,
 		Public: k.params.Public, CreateData: k.params.CreateData,
-		CreateAttestation: k.params.CreateAttestation, CreateSignature: k.params.CreateSignature,
 		Blob: k.private, ParentName: k.parent.Buffer, TransientParent: k.transientParent,
 	})
 	if err != nil {

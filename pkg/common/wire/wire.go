@@ -108,12 +108,17 @@ type EK struct {
 	Public []byte `json:"public"`
 }
 
-// AK carries the attestation key parameters of TPM2_Create/TPM2_CertifyCreation.
+// AK carries the attestation key's TPM2_Create outputs.
 type AK struct {
-	Public            []byte `json:"public"`             // TPMT_PUBLIC
-	CreateData        []byte `json:"create_data"`        // TPMS_CREATION_DATA
-	CreateAttestation []byte `json:"create_attestation"` // TPMS_ATTEST
-	CreateSignature   []byte `json:"create_signature"`   // TPMT_SIGNATURE
+	Public     []byte `json:"public"`      // TPMT_PUBLIC
+	CreateData []byte `json:"create_data"` // TPMS_CREATION_DATA: its parent's Name is checked (ak_hierarchy)
+	// CreateAttestation and CreateSignature are TPM2_CertifyCreation's
+	// TPMS_ATTEST and TPMT_SIGNATURE, which agents before 2026-11-26 sent.
+	// They are bounded and otherwise ignored: signed by the AK itself, they
+	// prove nothing that TPM2_ActivateCredential does not prove better
+	// (docs/verification.md), and agents no longer run TPM2_CertifyCreation.
+	CreateAttestation []byte `json:"create_attestation,omitempty"`
+	CreateSignature   []byte `json:"create_signature,omitempty"`
 }
 
 // Hello is the agent's first message.
@@ -243,8 +248,8 @@ func DecodeHello(b []byte, max int) (*Hello, error) {
 		checkLen("EK certificate", h.EK.Certificate, 0, maxCert),
 		checkLen("AK public", h.AK.Public, 1, maxAKField),
 		checkLen("AK creation data", h.AK.CreateData, 1, maxAKField),
-		checkLen("AK creation attestation", h.AK.CreateAttestation, 1, maxAKField),
-		checkLen("AK creation signature", h.AK.CreateSignature, 1, maxAKField),
+		checkLen("AK creation attestation", h.AK.CreateAttestation, 0, maxAKField),
+		checkLen("AK creation signature", h.AK.CreateSignature, 0, maxAKField),
 	}
 	if len(h.Hostname) > maxHostname {
 		checks = append(checks, malformed("hostname is %d bytes, limit %d", len(h.Hostname), maxHostname))

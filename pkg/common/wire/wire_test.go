@@ -63,6 +63,12 @@ func TestDecodeHello(t *testing.T) {
 	}{
 		{name: "valid", mutate: func(*Hello) {}},
 		{name: "version 1", mutate: func(h *Hello) { h.Version = Version1 }},
+		// Agents since 2026-11-26 run no TPM2_CertifyCreation; older
+		// ones send its outputs, which are bounded and ignored.
+		{name: "no creation attestation or signature", mutate: func(h *Hello) { h.AK.CreateAttestation, h.AK.CreateSignature = nil, nil }},
+		{name: "oversized creation attestation", mutate: func(h *Hello) { h.AK.CreateAttestation = make([]byte, maxAKField+1) }, wantErr: ErrMalformed, reason: "AK creation attestation"},
+		{name: "oversized creation signature", mutate: func(h *Hello) { h.AK.CreateSignature = make([]byte, maxAKField+1) }, wantErr: ErrMalformed, reason: "AK creation signature"},
+		{name: "no creation data", mutate: func(h *Hello) { h.AK.CreateData = nil }, wantErr: ErrMalformed, reason: "AK creation data"},
 		{name: "unknown version", mutate: func(h *Hello) { h.Version = 3 }, wantErr: ErrVersion},
 		{name: "version zero", mutate: func(h *Hello) { h.Version = 0 }, wantErr: ErrVersion},
 		{name: "short nonce", mutate: func(h *Hello) { h.Nonce = h.Nonce[:16] }, wantErr: ErrMalformed, reason: "agent nonce is 16 bytes"},

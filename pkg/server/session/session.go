@@ -104,7 +104,10 @@ const (
 	// ReasonEventLogPCR7: PCR7 does not follow the firmware profile's
 	// grammar (eventlog.ErrPCR7Grammar, a conflicting or invalid SecureBoot).
 	ReasonEventLogPCR7 verify.Reason = "eventlog_pcr7"
-	ReasonAKCreation   verify.Reason = "ak_creation"
+	// ReasonAKCreation: a step-ca client's AK creation data or creation
+	// attestation does not check (tpmid ca serve, with go-attestation);
+	// the plugin's sessions check no creation attestation.
+	ReasonAKCreation verify.Reason = "ak_creation"
 	// ReasonAKHierarchy: the AK is not a child of an endorsement-hierarchy
 	// primary key, so its quotes' counters are obfuscated.
 	ReasonAKHierarchy     verify.Reason = verify.ReasonAKHierarchy

@@ -1,27 +1,20 @@
 package verify
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/big"
 
 	"github.com/google/go-tpm/tpm2"
 )
 
-// Reasons of this file. ReasonAKCreation is the session's reason of the
-// same name (moved here with the check); ReasonEKMalformed is likewise
-// the session's "ek_malformed", for an EK key no TCG template makes.
-const (
-	ReasonAKCreation  Reason = "ak_creation"  // creation data, creation attestation or its signature do not match the AK
-	ReasonEKMalformed Reason = "ek_malformed" // an EK key type or size outside the TCG EK templates
-)
+// ReasonEKMalformed is the session's "ek_malformed", for an EK key no
+// TCG template makes.
+const ReasonEKMalformed Reason = "ek_malformed"
 
 // ekParams is what TPM2_MakeCredential takes from an EK's template beside
 // its key: the name algorithm (the KDF and HMAC hash of the credential)
@@ -141,150 +134,4 @@ func MakeCredential(rand io.Reader, ekPub crypto.PublicKey, akName, secret []byt
 
 func with2B(b []byte) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
-}
-
-// maxCreationField bounds each creation structure CheckAKCreation parses;
-// real ones are 100-600 bytes.
-const maxCreationField = 4096
-
-// CheckAKCreation checks that the AK was created in a TPM with what its
-// public area says, from the TPM2_Create / TPM2_CertifyCreation outputs
-// the agent sends (go-attestation's CheckAKParameters did the same):
-// createAttestation is a TPMS_ATTEST with magic TPM_GENERATED_VALUE and
-// type TPM_ST_ATTEST_CREATION, certifying an object whose Name is the
-// AK's and whose creationHash is H_nameAlg(createData); createSignature
-// is the AK's valid signature over createAttestation. akPublic is the
-// AK's TPMT_PUBLIC (or TPM2B_PUBLIC). Every failure is ReasonAKCreation
-// (ReasonAKMalformed for an unparsable public area).
-//
-// Security: the creation attestation is signed by the AK itself, so it
-// proves something only once the AK is known to be a restricted key in a
-// TPM (a TPM signs a TPM_GENERATED structure with one only if it made the
-// structure); a software key claiming those attributes signs anything.
-// TPM2_ActivateCredential for the EK proves that, and more: the server
-// session therefore relies on activation and does not call this
-// (docs/verification.md, 2026-11-25). Nothing in the product calls it any
-// more; it goes with the hello's creation attestation and signature (same
-// entry). The creation data stays: EndorsementQualifiedName reads it.
-func CheckAKCreation(akPublic, createData, createAttestation, createSignature []byte) error {
-	ak, err := ParseAKPublic(akPublic)
-	if err != nil {
-		return err
-	}
-	if ak.TPMTPublic == nil {
-		return failf(ReasonAKCreation, "the AK public key is not a TPM public area")
-	}
-	for n, f := range map[string][]byte{"creation data": createData, "creation attestation": createAttestation, "creation signature": createSignature} {
-		if len(f) == 0 || len(f) > maxCreationField {
-			return failf(ReasonAKCreation, "%s of %d bytes (want 1..%d)", n, len(f), maxCreationField)
-		}
-	}
-	nameAlg := tpm2.TPMIAlgHash(binary.BigEndian.Uint16(ak.TPMTPublic[2:4]))
-	h, err := nameAlg.Hash()
-	if err != nil {
-		return failf(ReasonAKCreation, "AK nameAlg 0x%04x: %v", uint16(nameAlg), err)
-	}
-	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](createAttestation)
-	if err != nil {
-		return failf(ReasonAKCreation, "creation attestation: %v", err)
-	}
-	if !bytes.Equal(tpm2.Marshal(att), createAttestation) {
-		return failf(ReasonAKCreation, "creation attestation has trailing bytes")
-	}
-	if att.Magic != tpm2.TPMGeneratedValue {
-		return failf(ReasonAKCreation, "creation attestation magic 0x%08x is not TPM_GENERATED_VALUE", uint32(att.Magic))
-	}
-	if att.Type != tpm2.TPMSTAttestCreation {
-		return failf(ReasonAKCreation, "attestation type 0x%04x is not TPM_ST_ATTEST_CREATION", uint16(att.Type))
-	}
-	info, err := att.Attested.Creation()
-	if err != nil {
-		return failf(ReasonAKCreation, "creation attestation: %v", err)
-	}
-	if subtle.ConstantTimeCompare(info.ObjectName.Buffer, ak.Name) != 1 {
-		return failf(ReasonAKCreation, "creation attestation certifies another object than this AK")
-	}
-	d := h.New()
-	d.Write(createData)
-	if subtle.ConstantTimeCompare(info.CreationHash.Buffer, d.Sum(nil)) != 1 {
-		return failf(ReasonAKCreation, "creation data does not hash to the certified creationHash")
-	}
-	if _, err := tpm2.Unmarshal[tpm2.TPMSCreationData](createData); err != nil {
-		return failf(ReasonAKCreation, "creation data: %v", err)
-	}
-	if err := checkCreationSignature(ak.Public, createAttestation, createSignature); err != nil {
-		return err
-	}
-	return nil
-}
-
-// checkCreationSignature verifies a TPMT_SIGNATURE (RSASSA, RSAPSS or
-// ECDSA, SHA-256/384/512) by pub over msg.
-func checkCreationSignature(pub crypto.PublicKey, msg, sigBytes []byte) error {
-	sig, err := tpm2.Unmarshal[tpm2.TPMTSignature](sigBytes)
-	if err != nil {
-		return failf(ReasonAKCreation, "creation signature: %v", err)
-	}
-	if !bytes.Equal(tpm2.Marshal(sig), sigBytes) {
-		return failf(ReasonAKCreation, "creation signature has trailing bytes")
-	}
-	hashOf := func(a tpm2.TPMIAlgHash) (crypto.Hash, []byte, error) {
-		switch a {
-		case tpm2.TPMAlgSHA256, tpm2.TPMAlgSHA384, tpm2.TPMAlgSHA512:
-		default:
-			return 0, nil, failf(ReasonAKCreation, "creation signature hash 0x%04x (want SHA-256, SHA-384 or SHA-512)", uint16(a))
-		}
-		h, _ := a.Hash()
-		w := h.New()
-		w.Write(msg)
-		return h, w.Sum(nil), nil
-	}
-	switch sig.SigAlg {
-	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
-		k, ok := pub.(*rsa.PublicKey)
-		if !ok {
-			return failf(ReasonAKCreation, "RSA creation signature by a %T AK", pub)
-		}
-		var s *tpm2.TPMSSignatureRSA
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			s, err = sig.Signature.RSASSA()
-		} else {
-			s, err = sig.Signature.RSAPSS()
-		}
-		if err != nil {
-			return failf(ReasonAKCreation, "creation signature: %v", err)
-		}
-		h, digest, err := hashOf(s.Hash)
-		if err != nil {
-			return err
-		}
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			err = rsa.VerifyPKCS1v15(k, h, digest, s.Sig.Buffer)
-		} else {
-			err = rsa.VerifyPSS(k, h, digest, s.Sig.Buffer, nil)
-		}
-		if err != nil {
-			return failf(ReasonAKCreation, "creation signature does not verify with the AK: %v", err)
-		}
-	case tpm2.TPMAlgECDSA:
-		k, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			return failf(ReasonAKCreation, "ECDSA creation signature by a %T AK", pub)
-		}
-		s, err := sig.Signature.ECDSA()
-		if err != nil {
-			return failf(ReasonAKCreation, "creation signature: %v", err)
-		}
-		_, digest, err := hashOf(s.Hash)
-		if err != nil {
-			return err
-		}
-		r, ss := new(big.Int).SetBytes(s.SignatureR.Buffer), new(big.Int).SetBytes(s.SignatureS.Buffer)
-		if !ecdsa.Verify(k, digest, r, ss) {
-			return failf(ReasonAKCreation, "creation signature does not verify with the AK")
-		}
-	default:
-		return failf(ReasonAKCreation, "creation signature algorithm 0x%04x (want RSASSA, RSAPSS or ECDSA)", uint16(sig.SigAlg))
-	}
-	return nil
 }

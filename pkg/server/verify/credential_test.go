@@ -1,7 +1,6 @@
 package verify_test
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -35,45 +34,6 @@ func akParams(t testing.TB) map[tpm.AKAlg]tpm.AKParams {
 		ak.Close(tp)
 	}
 	return out
-}
-
-// TestCheckAKCreation: real AKs pass; every tampering of the four
-// fields, and the parameters of another AK, fail with ak_creation.
-func TestCheckAKCreation(t *testing.T) {
-	all := akParams(t)
-	flip := func(b []byte, i int) []byte { c := bytes.Clone(b); c[i%len(c)] ^= 1; return c }
-	for alg, p := range all {
-		if err := verify.CheckAKCreation(p.Public, p.CreateData, p.CreateAttestation, p.CreateSignature); err != nil {
-			t.Errorf("%s: real AK refused: %v", alg, err)
-		}
-		other := all[tpm.AKP256]
-		if alg == tpm.AKP256 {
-			other = all[tpm.AKRSA2048]
-		}
-		for name, tc := range map[string][4][]byte{
-			"creation data changed":         {p.Public, flip(p.CreateData, len(p.CreateData)-1), p.CreateAttestation, p.CreateSignature},
-			"attestation of another AK":     {p.Public, p.CreateData, other.CreateAttestation, other.CreateSignature},
-			"attestation changed":           {p.Public, p.CreateData, flip(p.CreateAttestation, len(p.CreateAttestation)-3), p.CreateSignature},
-			"attestation magic":             {p.Public, p.CreateData, flip(p.CreateAttestation, 0), p.CreateSignature},
-			"attestation trailing byte":     {p.Public, p.CreateData, append(bytes.Clone(p.CreateAttestation), 0), p.CreateSignature},
-			"signature changed":             {p.Public, p.CreateData, p.CreateAttestation, flip(p.CreateSignature, len(p.CreateSignature)-1)},
-			"signature of another AK":       {p.Public, p.CreateData, p.CreateAttestation, other.CreateSignature},
-			"signature trailing byte":       {p.Public, p.CreateData, p.CreateAttestation, append(bytes.Clone(p.CreateSignature), 0)},
-			"public area of another AK":     {other.Public, p.CreateData, p.CreateAttestation, p.CreateSignature},
-			"empty creation data":           {p.Public, nil, p.CreateAttestation, p.CreateSignature},
-			"oversized creation data":       {p.Public, make([]byte, 5000), p.CreateAttestation, p.CreateSignature},
-			"empty signature":               {p.Public, p.CreateData, p.CreateAttestation, nil},
-			"attestation is the public key": {p.Public, p.CreateData, p.Public, p.CreateSignature},
-		} {
-			err := verify.CheckAKCreation(tc[0], tc[1], tc[2], tc[3])
-			if r := verify.ReasonOf(err); r != verify.ReasonAKCreation {
-				t.Errorf("%s, %s: %v, want %s", alg, name, err, verify.ReasonAKCreation)
-			}
-		}
-	}
-	if err := verify.CheckAKCreation([]byte{1, 2, 3}, []byte{1}, []byte{1}, []byte{1}); verify.ReasonOf(err) != verify.ReasonAKMalformed {
-		t.Errorf("garbage public area: %v, want ak_malformed", err)
-	}
 }
 
 // TestMakeCredentialKeys: the EK keys of the TCG templates get a
@@ -158,18 +118,4 @@ func TestEKPublicAreaParams(t *testing.T) {
 			t.Errorf("%s: nameAlg 0x%04x AES-%d, want 0x%04x AES-%d", tc.curve.Params().Name, uint16(pub.NameAlg), *bits, tc.nameAlg, tc.aes)
 		}
 	}
-}
-
-func FuzzCheckAKCreation(f *testing.F) {
-	for _, p := range akParams(f) {
-		f.Add(p.Public, p.CreateData, p.CreateAttestation, p.CreateSignature)
-	}
-	f.Fuzz(func(t *testing.T, pub, data, att, sig []byte) {
-		err := verify.CheckAKCreation(pub, data, att, sig)
-		if err != nil {
-			if r := verify.ReasonOf(err); r != verify.ReasonAKCreation && r != verify.ReasonAKMalformed {
-				t.Fatalf("untyped error %v", err)
-			}
-		}
-	})
 }

@@ -11,6 +11,10 @@ import (
 // restartCount are obfuscated and say nothing about reboots or rollback.
 const ReasonAKHierarchy Reason = "ak_hierarchy"
 
+// maxCreationData bounds the TPMS_CREATION_DATA parsed; real ones are
+// 100-300 bytes.
+const maxCreationData = 4096
+
 // EndorsementQualifiedName returns the qualified name an AK with Name
 // akName has when it is a child of a primary key of the endorsement
 // hierarchy whose Name is the parentName in createData (the AK's
@@ -32,8 +36,8 @@ const ReasonAKHierarchy Reason = "ak_hierarchy"
 // name is the TPM's). Another parentName than the real parent's gives a
 // different qualified name unless SHA-2 has a second preimage.
 func EndorsementQualifiedName(akName, createData []byte) ([]byte, error) {
-	if len(createData) == 0 || len(createData) > maxCreationField {
-		return nil, failf(ReasonAKHierarchy, "AK creation data of %d bytes (want 1..%d)", len(createData), maxCreationField)
+	if len(createData) == 0 || len(createData) > maxCreationData {
+		return nil, failf(ReasonAKHierarchy, "AK creation data of %d bytes (want 1..%d)", len(createData), maxCreationData)
 	}
 	// In place, without go-tpm's reflection (140 µs and 200 allocations
 	// per attestation); FuzzFastParseAgreesWithGoTPM holds it to go-tpm.

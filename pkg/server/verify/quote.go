@@ -30,8 +30,6 @@ const (
 const (
 	tpmGeneratedValue = 0xff544347
 	tpmSTAttestQuote  = 0x8018
-	// tpmSTAttestCreation is TPM_ST_ATTEST_CREATION (TPM2_CertifyCreation).
-	tpmSTAttestCreation = 0x801a
 )
 
 // Quote is the output of TPM2_Quote.

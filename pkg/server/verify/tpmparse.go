@@ -174,30 +174,6 @@ func parseQuoteAttest(b []byte) (*quoteAttest, error) {
 	return a, nil
 }
 
-// creationAttest is a decoded TPMS_ATTEST of type TPM_ST_ATTEST_CREATION
-// (TPM2_CertifyCreation): the object's Name and the creation data's hash.
-type creationAttest struct {
-	attestHeader
-	ObjectName   []byte
-	CreationHash []byte
-}
-
-// parseCreationAttest decodes a TPMS_ATTEST that must be a creation
-// attestation (TPM 2.0 Part 2, 10.12.12 TPMS_ATTEST and 10.12.6
-// TPMS_CREATION_INFO), for the AK creation check.
-func parseCreationAttest(b []byte) (*creationAttest, error) {
-	r := &tpmReader{b: b}
-	h, err := r.attestHeader(tpmSTAttestCreation, "TPM_ST_ATTEST_CREATION")
-	if err != nil {
-		return nil, err
-	}
-	a := &creationAttest{attestHeader: h, ObjectName: r.tpm2b("objectName"), CreationHash: r.tpm2b("creationHash")}
-	if err := r.end(); err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
 // tpmSignature is a decoded TPMT_SIGNATURE of an RSASSA, RSAPSS or ECDSA
 // scheme (TPM 2.0 Part 2, 11.3.4). Byte fields alias the input.
 type tpmSignature struct {

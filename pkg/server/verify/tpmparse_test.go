@@ -42,6 +42,11 @@ func realStructures(tb testing.TB) map[byte]map[string][]byte {
 		base := d.Name()
 		kind := numKinds
 		switch {
+		case strings.Contains(base, "certify_creation.tpms_attest"):
+			// TPM2_CertifyCreation's attestation: tpmid decodes none
+			// since 2026-11-26 (its signature is a TPMT_SIGNATURE like a
+			// quote's, and stays).
+			return nil
 		case strings.Contains(base, "tpms_attest") || base == "quote.out":
 			kind = kindAttest
 		case strings.Contains(base, "tpmt_signature") || base == "quote.sig":
@@ -86,30 +91,18 @@ func agree(t *testing.T, kind byte, b []byte) (covered bool) {
 			return false
 		}
 		typ := binary.BigEndian.Uint16(b[4:])
-		if typ != tpmSTAttestQuote && typ != tpmSTAttestCreation {
+		if typ != tpmSTAttestQuote {
 			return false
 		}
 		slow, serr := unmarshalCanonical[tpm2.TPMSAttest](b)
-		var fast, want any
-		var ferr error
-		if typ == tpmSTAttestQuote {
-			fast, ferr = parseQuoteAttest(b)
-			var info *tpm2.TPMSQuoteInfo
-			if serr == nil {
-				info, serr = slow.Attested.Quote()
-			}
-			if serr == nil {
-				want = &quoteAttest{attestHeader: headerOf(slow), PCRSelect: info.PCRSelect, PCRDigest: info.PCRDigest.Buffer}
-			}
-		} else {
-			fast, ferr = parseCreationAttest(b)
-			var info *tpm2.TPMSCreationInfo
-			if serr == nil {
-				info, serr = slow.Attested.Creation()
-			}
-			if serr == nil {
-				want = &creationAttest{attestHeader: headerOf(slow), ObjectName: info.ObjectName.Buffer, CreationHash: info.CreationHash.Buffer}
-			}
+		fast, ferr := parseQuoteAttest(b)
+		var want any
+		var info *tpm2.TPMSQuoteInfo
+		if serr == nil {
+			info, serr = slow.Attested.Quote()
+		}
+		if serr == nil {
+			want = &quoteAttest{attestHeader: headerOf(slow), PCRSelect: info.PCRSelect, PCRDigest: info.PCRDigest.Buffer}
 		}
 		if (ferr == nil) != (serr == nil) {
 			t.Fatalf("TPMS_ATTEST %x: fast decoder err %v, go-tpm err %v", b, ferr, serr)
@@ -292,13 +285,6 @@ func TestFastParseShapes(t *testing.T) {
 		return append(b, 0, 1, 0xaa) // pcrDigest
 	}
 	oneBank := []byte{0, 0, 0, 1, 0, 0x0b, 3, 0xff, 0, 0}
-	creation := func(tail ...byte) []byte {
-		b := []byte{0xff, 'T', 'C', 'G', 0x80, 0x1a, 0, 0, 0, 0}
-		b = append(b, make([]byte, 16)...)
-		b = append(b, 1)
-		b = append(b, make([]byte, 8)...)
-		return append(b, tail...)
-	}
 	for name, tc := range map[string]struct {
 		kind byte
 		b    []byte
@@ -309,9 +295,6 @@ func TestFastParseShapes(t *testing.T) {
 		"quote no bank":         {kindAttest, attest(0, 0, 0, 0, 0), true},
 		"quote huge count":      {kindAttest, attest(0, 0xff, 0xff, 0xff, 0xff), false},
 		"quote empty select":    {kindAttest, attest(0, 0, 0, 0, 1, 0, 0x0b, 0), true},
-		"creation":              {kindAttest, creation(0, 2, 'a', 'b', 0, 1, 'c'), true},
-		"creation trailing":     {kindAttest, creation(0, 2, 'a', 'b', 0, 1, 'c', 0), false},
-		"creation short":        {kindAttest, creation(0, 2, 'a', 'b', 0, 2, 'c'), false},
 		"ecdsa signature":       {kindSignature, []byte{0, 0x18, 0, 0x0b, 0, 1, 1, 0, 1, 2}, true},
 		"rsassa signature":      {kindSignature, []byte{0, 0x14, 0, 0x0b, 0, 2, 1, 2}, true},
 		"signature trailing":    {kindSignature, []byte{0, 0x14, 0, 0x0b, 0, 1, 1, 9}, false},
@@ -328,11 +311,7 @@ func TestFastParseShapes(t *testing.T) {
 			var err error
 			switch tc.kind {
 			case kindAttest:
-				if strings.HasPrefix(name, "creation") {
-					_, err = parseCreationAttest(tc.b)
-				} else {
-					_, err = parseQuoteAttest(tc.b)
-				}
+				_, err = parseQuoteAttest(tc.b)
 			case kindSignature:
 				_, err = parseSignature(tc.b)
 			default:
@@ -345,7 +324,7 @@ func TestFastParseShapes(t *testing.T) {
 	}
 	// The comparison itself tells fields apart.
 	if equalish(&quoteAttest{PCRDigest: []byte{1}}, &quoteAttest{PCRDigest: []byte{2}}) ||
-		equalish(&creationAttest{attestHeader: attestHeader{Clock: 1}}, &creationAttest{}) ||
+		equalish(&quoteAttest{attestHeader: attestHeader{Clock: 1}}, &quoteAttest{}) ||
 		!equalish(&quoteAttest{PCRDigest: []byte{}}, &quoteAttest{}) {
 		t.Fatal("equalish does not compare the decoded fields")
 	}
