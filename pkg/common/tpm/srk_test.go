@@ -2,7 +2,9 @@ package tpm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 
@@ -177,4 +179,92 @@ func TestLoadAKTransientParentMismatch(t *testing.T) {
 	if h := loadedHandles(t, tp); len(h) != 0 {
 		t.Errorf("handles left loaded: %v", h)
 	}
+}
+
+// noECC stands between tpmid and the simulator as a TPM without ECC
+// would: TPM2_CreatePrimary of an ECC key fails with TPM_RC_ASYMMETRIC and
+// never reaches the TPM; everything else passes through.
+type noECC struct {
+	io.ReadWriteCloser
+	refused  int
+	response []byte // the canned error for the command just written
+}
+
+func (n *noECC) Write(b []byte) (int, error) {
+	n.response = nil
+	if len(b) >= 18 && binary.BigEndian.Uint32(b[6:10]) == uint32(tpm2.TPMCCCreatePrimary) {
+		// header (10), primaryHandle (4), authorizationSize (4) and the
+		// authorizations, inSensitive (TPM2B), then inPublic's size and type.
+		off := 18 + int(binary.BigEndian.Uint32(b[14:18]))
+		if off+2 <= len(b) {
+			off += 2 + int(binary.BigEndian.Uint16(b[off:]))
+		}
+		if off+4 <= len(b) && tpm2.TPMAlgID(binary.BigEndian.Uint16(b[off+2:])) == tpm2.TPMAlgECC {
+			n.refused++
+			n.response = []byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x00, 0x81} // TPM_ST_NO_SESSIONS, TPM_RC_ASYMMETRIC
+			return len(b), nil
+		}
+	}
+	return n.ReadWriteCloser.Write(b)
+}
+
+func (n *noECC) Read(b []byte) (int, error) {
+	if n.response != nil {
+		k := copy(b, n.response)
+		n.response = nil
+		return k, nil
+	}
+	return n.ReadWriteCloser.Read(b)
+}
+
+// TestSRKWithoutECC: on a TPM that refuses ECC keys, a new machine's SRK
+// is the RSA-2048 one, in the endorsement hierarchy and persisted, and
+// RSA AKs under it quote the TPM's true counters. With another program's
+// owner SRK at 0x81000001 there is no RSA fallback (tpmid's transient SRK
+// would cost an RSA key generation per attestation): the error says why.
+func TestSRKWithoutECC(t *testing.T) {
+	t.Run("nothing at 0x81000001", func(t *testing.T) {
+		tp := openSim(t)
+		filter := &noECC{ReadWriteCloser: tp.s.ch.rwc}
+		tp.s.ch.rwc = filter
+		clock, err := tpm2.ReadClock{}.Execute(tp.tp())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ak, err := tp.NewAK(AKRSA2048)
+		if err != nil {
+			t.Fatalf("NewAK on a TPM without ECC: %v", err)
+		}
+		defer ak.Close(tp)
+		if filter.refused != 1 {
+			t.Errorf("%d ECC CreatePrimary refused, want 1 (the ECC SRK tried first)", filter.refused)
+		}
+		rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp.tp())
+		if err != nil {
+			t.Fatalf("no SRK persisted at 0x81000001: %v", err)
+		}
+		pub, err := rsp.OutPublic.Contents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pub.Type != tpm2.TPMAlgRSA || !inEndorsementHierarchy(rsp.Name, rsp.QualifiedName) {
+			t.Errorf("SRK of type 0x%x, in the endorsement hierarchy: %v; want RSA (0x1), true", pub.Type, inEndorsementHierarchy(rsp.Name, rsp.QualifiedName))
+		}
+		ci := clock.CurrentTime.ClockInfo
+		if r, rs := quotedCounters(t, tp, ak); r != ci.ResetCount || rs != ci.RestartCount {
+			t.Errorf("AK quotes resetCount %d, restartCount %d; the TPM's are %d, %d", r, rs, ci.ResetCount, ci.RestartCount)
+		}
+	})
+	t.Run("owner SRK at 0x81000001", func(t *testing.T) {
+		tp := openSim(t)
+		putSRK(t, tp, tpm2.TPMRHOwner, tpm2.RSASRKTemplate)
+		tp.s.ch.rwc = &noECC{ReadWriteCloser: tp.s.ch.rwc}
+		_, err := tp.NewAK(AKRSA2048)
+		if err == nil || !strings.Contains(err.Error(), "outside the endorsement hierarchy") || !strings.Contains(err.Error(), "ECC SRK") {
+			t.Fatalf("NewAK = %v, want the owner SRK and the refused ECC SRK named", err)
+		}
+		if h := loadedHandles(t, tp); len(h) != 0 {
+			t.Errorf("handles left loaded: %v", h)
+		}
+	})
 }
