@@ -70,16 +70,18 @@ func BuildPlugins(ctx context.Context, root, outDir, logPath string) (*Plugins, 
 		return nil, fmt.Errorf("building the plugins: %w", err)
 	}
 	var err error
-	if p.ServerSum, err = fileSHA256(p.Server); err != nil {
+	if p.ServerSum, err = FileSHA256(p.Server); err != nil {
 		return nil, err
 	}
-	if p.AgentSum, err = fileSHA256(p.Agent); err != nil {
+	if p.AgentSum, err = FileSHA256(p.Agent); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func fileSHA256(path string) (string, error) {
+// FileSHA256 is the hex SHA-256 of a file: a plugin binary's
+// plugin_checksum.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

@@ -152,21 +152,8 @@ func (e *Env) AttestExternal(ctx context.Context, srv *Server, name, attestor, p
 // (RunAgent is tpmid's, with its refusal reporting).
 func (e *Env) runOtherAgent(ctx context.Context, srv *Server, name string, timeout time.Duration, conf func(dataDir, sock, bundlePath string) string) (*Attestation, error) {
 	dir := filepath.Join(e.LogDir, name)
-	dataDir := filepath.Join(dir, "data")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	bundle, err := srv.Bundle(ctx)
+	confPath, err := writeAgentFiles(ctx, srv, dir, e.sockDir, conf)
 	if err != nil {
-		return nil, err
-	}
-	bundlePath := filepath.Join(dir, "bundle.pem")
-	if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
-		return nil, err
-	}
-	confPath := filepath.Join(dir, "agent.conf")
-	sock := filepath.Join(e.sockDir, filepath.Base(dir)+".sock")
-	if err := os.WriteFile(confPath, []byte(conf(dataDir, sock, bundlePath)), 0o644); err != nil {
 		return nil, err
 	}
 	if timeout == 0 {

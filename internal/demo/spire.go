@@ -373,26 +373,40 @@ const (
 
 var tpmCommandsRe = regexp.MustCompile(`tpm_commands="?([^"\s]+)"?`)
 
+// writeAgentFiles makes a new agent's directory dir: its data directory,
+// the server's bundle, and the config render returns, which it writes to
+// dir/agent.conf and returns the path of. The agent's Workload API socket
+// is in sockDir.
+func writeAgentFiles(ctx context.Context, srv *Server, dir, sockDir string, render func(dataDir, sock, bundlePath string) string) (string, error) {
+	dataDir := filepath.Join(dir, "data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	bundle, err := srv.Bundle(ctx)
+	if err != nil {
+		return "", err
+	}
+	bundlePath := filepath.Join(dir, "bundle.pem")
+	if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
+		return "", err
+	}
+	conf := filepath.Join(dir, "agent.conf")
+	sock := filepath.Join(sockDir, filepath.Base(dir)+".sock")
+	if err := os.WriteFile(conf, []byte(render(dataDir, sock, bundlePath)), 0o644); err != nil {
+		return "", err
+	}
+	return conf, nil
+}
+
 // RunAgent writes an agent config into dir, fetches the server's bundle,
 // starts spire-agent and waits until it attests (it is left running: the
 // caller stops it) or the server refuses it (the agent is stopped and a
 // *RefusedError returned).
 func RunAgent(ctx context.Context, spireBin, dir, sockDir, logPath string, srv *Server, plugins *Plugins, o AgentOptions) (*Attestation, error) {
-	dataDir := filepath.Join(dir, "data")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	bundle, err := srv.Bundle(ctx)
+	conf, err := writeAgentFiles(ctx, srv, dir, sockDir, func(dataDir, sock, bundlePath string) string {
+		return AgentConfig(dataDir, sock, bundlePath, srv.Port, plugins.Agent, plugins.AgentSum, o)
+	})
 	if err != nil {
-		return nil, err
-	}
-	bundlePath := filepath.Join(dir, "bundle.pem")
-	if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
-		return nil, err
-	}
-	conf := filepath.Join(dir, "agent.conf")
-	sock := filepath.Join(sockDir, filepath.Base(dir)+".sock")
-	if err := os.WriteFile(conf, []byte(AgentConfig(dataDir, sock, bundlePath, srv.Port, plugins.Agent, plugins.AgentSum, o)), 0o644); err != nil {
 		return nil, err
 	}
 	// Remember how far the server log was, to look for this agent's refusal only.

@@ -45,6 +45,23 @@ func srkName(t *testing.T, tp *TPM) []byte {
 	return rsp.Name.Buffer
 }
 
+// checkPersistedSRK checks that tpmid made and persisted an SRK of type
+// want at 0x81000001, in the endorsement hierarchy.
+func checkPersistedSRK(t *testing.T, tp *TPM, want tpm2.TPMAlgID) {
+	t.Helper()
+	rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp.tp())
+	if err != nil {
+		t.Fatalf("no SRK persisted at 0x81000001: %v", err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := inEndorsementHierarchy(rsp.Name, rsp.QualifiedName); pub.Type != want || !in {
+		t.Errorf("the SRK made at 0x81000001 is of type 0x%x, in the endorsement hierarchy: %v; want type 0x%x, true", pub.Type, in, want)
+	}
+}
+
 // quotedCounters quotes with ak and returns the quote's resetCount and
 // restartCount.
 func quotedCounters(t *testing.T, tp *TPM, ak *AK) (uint32, uint32) {
@@ -131,17 +148,7 @@ func TestSRKHierarchy(t *testing.T) {
 			if before == nil {
 				// tpmid made the SRK: ECC P-256 (fast to make on a new
 				// machine), in the endorsement hierarchy, persisted.
-				rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp.tp())
-				if err != nil {
-					t.Fatalf("no SRK persisted at 0x81000001: %v", err)
-				}
-				pub, err := rsp.OutPublic.Contents()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if pub.Type != tpm2.TPMAlgECC || !inEndorsementHierarchy(rsp.Name, rsp.QualifiedName) {
-					t.Errorf("the SRK made at 0x81000001 is of type 0x%x, in the endorsement hierarchy: %v; want ECC (0x23), true", pub.Type, inEndorsementHierarchy(rsp.Name, rsp.QualifiedName))
-				}
+				checkPersistedSRK(t, tp, tpm2.TPMAlgECC)
 			}
 			if h := loadedHandles(t, tp); len(h) != 0 {
 				t.Errorf("handles left loaded (a transient SRK not flushed?): %v", h)
@@ -239,17 +246,7 @@ func TestSRKWithoutECC(t *testing.T) {
 		if filter.refused != 1 {
 			t.Errorf("%d ECC CreatePrimary refused, want 1 (the ECC SRK tried first)", filter.refused)
 		}
-		rsp, err := tpm2.ReadPublic{ObjectHandle: srkHandle}.Execute(tp.tp())
-		if err != nil {
-			t.Fatalf("no SRK persisted at 0x81000001: %v", err)
-		}
-		pub, err := rsp.OutPublic.Contents()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pub.Type != tpm2.TPMAlgRSA || !inEndorsementHierarchy(rsp.Name, rsp.QualifiedName) {
-			t.Errorf("SRK of type 0x%x, in the endorsement hierarchy: %v; want RSA (0x1), true", pub.Type, inEndorsementHierarchy(rsp.Name, rsp.QualifiedName))
-		}
+		checkPersistedSRK(t, tp, tpm2.TPMAlgRSA)
 		ci := clock.CurrentTime.ClockInfo
 		if r, rs := quotedCounters(t, tp, ak); r != ci.ResetCount || rs != ci.RestartCount {
 			t.Errorf("AK quotes resetCount %d, restartCount %d; the TPM's are %d, %d", r, rs, ci.ResetCount, ci.RestartCount)

@@ -41,11 +41,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -270,26 +267,13 @@ func buildFloor(ctx context.Context, logDir string) (agent, agentSum, server, se
 		return "", "", "", "", fmt.Errorf("building the floor plugins: %v: %s", err, b)
 	}
 	agent, server = filepath.Join(out, "agent"), filepath.Join(out, "server")
-	if agentSum, err = sha256File(agent); err != nil {
+	if agentSum, err = demo.FileSHA256(agent); err != nil {
 		return "", "", "", "", err
 	}
-	if serverSum, err = sha256File(server); err != nil {
+	if serverSum, err = demo.FileSHA256(server); err != nil {
 		return "", "", "", "", err
 	}
 	return agent, agentSum, server, serverSum, nil
-}
-
-func sha256File(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
