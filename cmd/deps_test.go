@@ -20,6 +20,7 @@ var forbidden = []string{
 	"github.com/tpmid/tpmid/internal/testca",
 	"github.com/tpmid/tpmid/internal/softtpm",
 	"github.com/tpmid/tpmid/internal/demo",
+	"github.com/tpmid/tpmid/test", // harnesses and bench-only plugins (test/bench/spire/floor)
 }
 
 // TestShippedBinariesLinkNoTestTPMCode runs `go list -deps` on each shipped

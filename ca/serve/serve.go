@@ -381,7 +381,9 @@ func (s *Server) attest(ctx context.Context, r *http.Request, body []byte) (any,
 	}
 	// Generate runs go-attestation's CheckAKParameters (creation data
 	// digest, TPM_GENERATED creation attestation signed by the AK, name
-	// match) before TPM2_MakeCredential, as the plugin's hello does.
+	// match) before TPM2_MakeCredential. The plugin's sessions check no
+	// creation attestation (activation proves more; docs/verification.md),
+	// but step-ca clients send one and go-attestation requires it.
 	secret, cred, err := params.Generate()
 	if err != nil {
 		return refuse(&refusal{reason: session.ReasonAKCreation, msg: "AK attestation parameters: " + err.Error(), err: err})

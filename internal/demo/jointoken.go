@@ -176,7 +176,11 @@ func (e *Env) runOtherAgent(ctx context.Context, srv *Server, name string, timeo
 		return nil, fmt.Errorf("spire-agent %s did not attest (%v): %s", name, err, lastLines(p.Log(), 8))
 	}
 	a := &Attestation{Agent: p, Duration: d}
-	return a, a.fillFromServer(ctx, srv)
+	if err := a.fillFromServer(ctx, srv); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return a, nil
 }
 
 // AttestAs is Attest with the agent's files in LogDir/name, so that each

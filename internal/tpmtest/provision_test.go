@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-attestation/attest"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
-	legacytpm2 "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
 	"github.com/google/go-tpm/tpmutil"
 
@@ -223,7 +222,7 @@ func activate(t *testing.T, tp *tpm.TPM, ek *tpm.EK, akAlg tpm.AKAlg) {
 	defer ak.Close(tp)
 	// go-tpm's legacy credactivation: what go-attestation's
 	// ActivationParameters.Generate runs after its checks.
-	pub, err := legacytpm2.DecodePublic(ak.Params().Public)
+	pub, err := legacy.DecodePublic(ak.Params().Public)
 	if err != nil {
 		t.Fatal(err)
 	}

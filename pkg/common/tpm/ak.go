@@ -130,7 +130,8 @@ type AK struct {
 
 // akBlob is go-attestation's serializedKey (attest/storage.go), kept so
 // that blobs written by earlier tpmid versions, which used go-attestation,
-// load unchanged, and blobs written now load there too.
+// load unchanged. Blobs written now load in go-attestation too, but carry
+// no creation attestation, which its ActivationParameters.Generate needs.
 type akBlob struct {
 	Encoding   uint8 `json:"KeyEncoding"` // 2: keyEncodingEncrypted
 	TPMVersion uint8 // 2

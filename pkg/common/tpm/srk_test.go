@@ -255,10 +255,14 @@ func TestSRKWithoutECC(t *testing.T) {
 	t.Run("owner SRK at 0x81000001", func(t *testing.T) {
 		tp := openSim(t)
 		putSRK(t, tp, tpm2.TPMRHOwner, tpm2.RSASRKTemplate)
-		tp.s.ch.rwc = &noECC{ReadWriteCloser: tp.s.ch.rwc}
+		filter := &noECC{ReadWriteCloser: tp.s.ch.rwc}
+		tp.s.ch.rwc = filter
 		_, err := tp.NewAK(AKRSA2048)
 		if err == nil || !strings.Contains(err.Error(), "outside the endorsement hierarchy") || !strings.Contains(err.Error(), "ECC SRK") {
 			t.Fatalf("NewAK = %v, want the owner SRK and the refused ECC SRK named", err)
+		}
+		if filter.refused != 1 {
+			t.Errorf("%d ECC CreatePrimary refused, want 1 (tpmid's transient SRK)", filter.refused)
 		}
 		if h := loadedHandles(t, tp); len(h) != 0 {
 			t.Errorf("handles left loaded: %v", h)
