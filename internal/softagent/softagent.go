@@ -2,10 +2,10 @@
 // that drives it, for load generation only (test/bench/load). Each Attester
 // has its own ECC P-256 EK, certified by a test CA with a TCG-profile EK
 // certificate, and its own ECDSA P-256 AK with the TPMT_PUBLIC and
-// TPMS_CREATION_DATA a TPM returns from TPM2_Create. It answers the server's challenge as
-// TPM2_ActivateCredential (softtpm.ActivateCredentialECC, one ECDH) and
-// TPM2_Quote would, over PCR values replayed from a real event log, and sends
-// that log.
+// TPMS_CREATION_DATA a TPM returns from TPM2_Create. It answers the
+// server's challenge as TPM2_ActivateCredential
+// (softtpm.ActivateCredentialECC, one ECDH) and TPM2_Quote would, over PCR
+// values replayed from a real event log, and sends that log.
 //
 // Security caveat: the server cannot tell these attesters from TPMs (nothing
 // it checks tells a key in a TPM from a key in memory; only the EK
@@ -208,9 +208,9 @@ func (a *Attester) makeAK() error {
 	return nil
 }
 
-// attest encodes a TPMS_ATTEST signed by the AK, with the clock of a TPM
-// powered on at a.start that never reset.
-func (a *Attester) attest(typ tpm2.TPMST, extra []byte, body tpm2.TPMUAttest) []byte {
+// quoteAttest encodes the TPMS_ATTEST of a quote by the AK, with the clock
+// of a TPM powered on at a.start that never reset.
+func (a *Attester) quoteAttest(extra []byte, info *tpm2.TPMSQuoteInfo) []byte {
 	// The TPM's clock only moves forward; two calls within a millisecond
 	// still give increasing values.
 	c := uint64(time.Since(a.start).Milliseconds()) + 1000
@@ -220,12 +220,12 @@ func (a *Attester) attest(typ tpm2.TPMST, extra []byte, body tpm2.TPMUAttest) []
 	a.clock = c
 	return tpm2.Marshal(tpm2.TPMSAttest{
 		Magic:           tpm2.TPMGeneratedValue,
-		Type:            typ,
+		Type:            tpm2.TPMSTAttestQuote,
 		QualifiedSigner: tpm2.TPM2BName{Buffer: a.akQName},
 		ExtraData:       tpm2.TPM2BData{Buffer: extra},
 		ClockInfo:       tpm2.TPMSClockInfo{Clock: c, ResetCount: 1, RestartCount: 0, Safe: true},
 		FirmwareVersion: 0x0001000200030004,
-		Attested:        body,
+		Attested:        tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, info),
 	})
 }
 
@@ -360,10 +360,10 @@ func (a *Attester) quote(bank pcrs.Alg, idx []int, extra []byte) (wire.Quote, er
 	for _, i := range idx {
 		sel[i/8] |= 1 << (i % 8)
 	}
-	att := a.attest(tpm2.TPMSTAttestQuote, extra, tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
+	att := a.quoteAttest(extra, &tpm2.TPMSQuoteInfo{
 		PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMIAlgHash(bank), PCRSelect: sel}}},
 		PCRDigest: tpm2.TPM2BDigest{Buffer: a.boot.quoteDigest(bank, idx)},
-	}))
+	})
 	sig, err := a.sign(att)
 	if err != nil {
 		return wire.Quote{}, err

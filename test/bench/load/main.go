@@ -107,18 +107,22 @@ func main() {
 		}
 		o.concurrency = append(o.concurrency, n)
 	}
+	var prof *os.File
 	if o.harnessProf != "" {
-		f, err := os.Create(o.harnessProf)
-		if err != nil {
+		var err error
+		if prof, err = os.Create(o.harnessProf); err != nil {
 			fatalf("%v", err)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := pprof.StartCPUProfile(prof); err != nil {
 			fatalf("%v", err)
 		}
 	}
 	err := run(context.Background(), &o)
-	if o.harnessProf != "" {
+	if prof != nil {
 		pprof.StopCPUProfile()
+		if cerr := prof.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("harness CPU profile: %w", cerr)
+		}
 	}
 	if err != nil {
 		fatalf("%v", err)
